@@ -1,0 +1,641 @@
+//! Configuration: YAML is parsed into raw serde structs (unknown keys rejected),
+//! `${VAR}` / `${VAR:-default}` are expanded from the environment, and a
+//! `validate` step turns the result into the runtime [`Config`]. Every error
+//! names the YAML path it is about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_yaml::Value;
+
+/// Defaults, in one place so the README and `--check-config` can quote them.
+pub mod defaults {
+    pub const HOST: &str = "127.0.0.1";
+    pub const PORT: u16 = 8000;
+    pub const WORKERS: usize = 1024;
+    pub const QUEUE_TIMEOUT_SECS: f64 = 5.0;
+    pub const CLIENT_TIMEOUT_SECS: f64 = 30.0;
+    pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+    pub const LOG_LEVEL: &str = "info";
+    pub const MAX_FAILURES: u32 = 3;
+    pub const COOLDOWN_SECS: f64 = 600.0;
+    pub const TIMEOUT_SECS: f64 = 60.0;
+    pub const STREAM_TIMEOUT_SECS: f64 = 600.0;
+    pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+}
+
+/// A startup error: the config could not be read, parsed or validated.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: &str, msg: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{path}: {msg}"))
+}
+
+/// A string that must never be printed: `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The real value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw, as written in YAML.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    failover: RawFailover,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: Option<String>,
+    #[serde(default, deserialize_with = "num_opt")]
+    port: Option<u16>,
+    #[serde(default, deserialize_with = "num_opt")]
+    workers: Option<usize>,
+    #[serde(default, deserialize_with = "num_opt")]
+    queue_timeout: Option<f64>,
+    #[serde(default, deserialize_with = "num_opt")]
+    client_timeout: Option<f64>,
+    #[serde(default, deserialize_with = "num_opt")]
+    max_body_bytes: Option<u64>,
+    log_level: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFailover {
+    #[serde(default, deserialize_with = "num_opt")]
+    max_failures: Option<u32>,
+    #[serde(default, deserialize_with = "num_opt")]
+    cooldown: Option<f64>,
+}
+
+/// One provider. `type` picks the kind; fields a kind does not use are refused.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum RawProvider {
+    Openai(RawOpenAi),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenAi {
+    api_key: Option<String>,
+    base_url: Option<String>,
+    #[serde(default, deserialize_with = "num_opt")]
+    timeout: Option<f64>,
+    #[serde(default, deserialize_with = "num_opt")]
+    stream_timeout: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    #[serde(default)]
+    providers: BTreeMap<String, RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(deserialize_with = "num")]
+    priority: u32,
+    model_id: Option<String>,
+}
+
+/// Numbers may come from `${VAR}` expansion, which yields strings: accept both.
+fn num<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr + serde::de::DeserializeOwned,
+    T::Err: fmt::Display,
+{
+    match Value::deserialize(d)? {
+        Value::String(s) => s.trim().parse::<T>().map_err(|e| {
+            serde::de::Error::custom(format_args!("expected a number, got {s:?}: {e}"))
+        }),
+        other => T::deserialize(other).map_err(serde::de::Error::custom),
+    }
+}
+
+fn num_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr + serde::de::DeserializeOwned,
+    T::Err: fmt::Display,
+{
+    num(d).map(Some)
+}
+
+// ---------------------------------------------------------------------------
+// Validated, as used at run time.
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub failover: FailoverConfig,
+    /// Providers in name order; routes refer to them by index.
+    pub providers: Vec<ProviderConfig>,
+    /// Models by the name clients use.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Requests handled at once; more wait up to `queue_timeout`.
+    pub workers: usize,
+    pub queue_timeout: Duration,
+    /// Read/write timeout on client sockets (slow or stalled clients).
+    pub client_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailoverConfig {
+    pub max_failures: u32,
+    pub cooldown: Duration,
+}
+
+/// The provider kinds. Matched exhaustively wherever a kind needs handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI or any server speaking the OpenAI Chat Completions API.
+    OpenAi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub api_key: Option<Secret>,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub timeout: Duration,
+    pub stream_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Sorted by priority, lowest first.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub priority: u32,
+    pub model_id: String,
+}
+
+impl Config {
+    /// Read, expand and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml_with_env(&text, &|k| std::env::var(k).ok())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parse from YAML text, expanding variables from the process environment.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_with_env(text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parse from YAML text with an explicit environment (tests use this).
+    pub fn from_yaml_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
+        if value.is_null() {
+            return Err(ConfigError("the config is empty".into()));
+        }
+        expand_value(&mut value, "", env)?;
+        let raw: RawConfig = serde_yaml::from_value(value).map_err(|e| ConfigError(e.to_string()))?;
+        validate(raw)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// A human-readable summary with secrets redacted, for `--check-config`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let sv = &self.server;
+        let _ = writeln!(
+            s,
+            "server: {}:{} workers={} queue_timeout={}s client_timeout={}s max_body_bytes={} log_level={}",
+            sv.host,
+            sv.port,
+            sv.workers,
+            sv.queue_timeout.as_secs_f64(),
+            sv.client_timeout.as_secs_f64(),
+            sv.max_body_bytes,
+            sv.log_level
+        );
+        let _ = writeln!(
+            s,
+            "failover: max_failures={} cooldown={}s",
+            self.failover.max_failures,
+            self.failover.cooldown.as_secs_f64()
+        );
+        let _ = writeln!(s, "providers ({}):", self.providers.len());
+        for p in &self.providers {
+            let key = match &p.api_key {
+                Some(k) if !k.expose().is_empty() => "set (redacted)",
+                _ => "not set",
+            };
+            let _ = writeln!(
+                s,
+                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s",
+                p.name,
+                p.kind.as_str(),
+                p.base_url,
+                key,
+                p.timeout.as_secs_f64(),
+                p.stream_timeout.as_secs_f64()
+            );
+        }
+        let _ = writeln!(s, "models ({}):", self.models.len());
+        for m in self.models.values() {
+            let routes: Vec<String> = m
+                .routes
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}={}@{}",
+                        r.priority, self.providers[r.provider].name, r.model_id
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "  {}: {}", m.name, routes.join(", "));
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Environment expansion.
+
+fn expand_value(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        Value::String(s) => {
+            if s.contains("${") {
+                *s = expand_str(s, env).map_err(|m| err(path, m))?;
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, child) in m.iter_mut() {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                let child_path = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                expand_value(child, &child_path, env)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                expand_value(child, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        Value::Tagged(t) => expand_value(&mut t.value, path, env)?,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` in one string. `$$` is a literal `$`.
+pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("invalid variable name {name:?} in ${{{expr}}}"));
+            }
+            match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!("environment variable {name} is not set"));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+fn secs(path: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err(err(path, format!("must be a positive number of seconds, got {v}")));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let workers = s.workers.unwrap_or(defaults::WORKERS);
+    if workers == 0 || workers > 100_000 {
+        return Err(err("server.workers", "must be between 1 and 100000"));
+    }
+    let log_level = match s.log_level.as_deref() {
+        None => log::LevelFilter::Info,
+        Some(l) => parse_level(l).ok_or_else(|| {
+            err(
+                "server.log_level",
+                format!("unknown level {l:?} (off, error, warn, info, debug, trace)"),
+            )
+        })?,
+    };
+    let max_body_bytes = s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        return Err(err("server.max_body_bytes", "must be at least 1024"));
+    }
+    let server = ServerConfig {
+        host: s.host.unwrap_or_else(|| defaults::HOST.to_string()),
+        port: s.port.unwrap_or(defaults::PORT),
+        workers,
+        queue_timeout: secs(
+            "server.queue_timeout",
+            s.queue_timeout,
+            defaults::QUEUE_TIMEOUT_SECS,
+        )?,
+        client_timeout: secs(
+            "server.client_timeout",
+            s.client_timeout,
+            defaults::CLIENT_TIMEOUT_SECS,
+        )?,
+        max_body_bytes,
+        log_level,
+    };
+
+    let max_failures = raw.failover.max_failures.unwrap_or(defaults::MAX_FAILURES);
+    if max_failures == 0 {
+        return Err(err("failover.max_failures", "must be at least 1"));
+    }
+    let failover = FailoverConfig {
+        max_failures,
+        cooldown: secs(
+            "failover.cooldown",
+            raw.failover.cooldown,
+            defaults::COOLDOWN_SECS,
+        )?,
+    };
+
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (name, p) in raw.providers {
+        let path = format!("providers.{name}");
+        providers.push(match p {
+            RawProvider::Openai(o) => ProviderConfig {
+                kind: ProviderKind::OpenAi,
+                api_key: o.api_key.filter(|k| !k.is_empty()).map(Secret::new),
+                base_url: base_url(
+                    &format!("{path}.base_url"),
+                    o.base_url.as_deref().unwrap_or(defaults::OPENAI_BASE_URL),
+                )?,
+                timeout: secs(
+                    &format!("{path}.timeout"),
+                    o.timeout,
+                    defaults::TIMEOUT_SECS,
+                )?,
+                stream_timeout: secs(
+                    &format!("{path}.stream_timeout"),
+                    o.stream_timeout,
+                    defaults::STREAM_TIMEOUT_SECS,
+                )?,
+                name,
+            },
+        });
+    }
+
+    if raw.models.is_empty() {
+        return Err(err("models", "at least one model is required"));
+    }
+    let mut models = BTreeMap::new();
+    for (name, m) in raw.models {
+        let path = format!("models.{name}.providers");
+        if m.providers.is_empty() {
+            return Err(err(&path, "a model needs at least one provider"));
+        }
+        let mut routes: Vec<Route> = Vec::with_capacity(m.providers.len());
+        for (pname, r) in m.providers {
+            let provider = providers
+                .iter()
+                .position(|p| p.name == pname)
+                .ok_or_else(|| err(&format!("{path}.{pname}"), "no such provider"))?;
+            if let Some(other) = routes.iter().find(|o| o.priority == r.priority) {
+                return Err(err(
+                    &format!("{path}.{pname}.priority"),
+                    format!(
+                        "priority {} is already used by provider {}",
+                        r.priority, providers[other.provider].name
+                    ),
+                ));
+            }
+            let model_id = r.model_id.unwrap_or_else(|| name.clone());
+            if model_id.is_empty() {
+                return Err(err(&format!("{path}.{pname}.model_id"), "must not be empty"));
+            }
+            routes.push(Route {
+                provider,
+                priority: r.priority,
+                model_id,
+            });
+        }
+        routes.sort_by_key(|r| r.priority);
+        models.insert(name.clone(), ModelConfig { name, routes });
+    }
+
+    Ok(Config {
+        server,
+        failover,
+        providers,
+        models,
+    })
+}
+
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    s.trim().parse::<log::LevelFilter>().ok()
+}
+
+/// Accept `http(s)://host[:port][/path]`, return it without a trailing slash.
+fn base_url(path: &str, url: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| err(path, format!("invalid URL {url:?}: {why}"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains whitespace"));
+    }
+    if url.contains(['?', '#']) {
+        return Err(bad("must not contain a query or fragment"));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad("credentials in the URL are not supported; use api_key"));
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        let end = v6.find(']').ok_or_else(|| bad("unterminated IPv6 address"))?;
+        let after = &v6[end + 1..];
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(bad("junk after IPv6 address"));
+        }
+        if let Some(port) = after.strip_prefix(':') {
+            port.parse::<u16>().map_err(|_| bad("invalid port"))?;
+        }
+        &v6[..end]
+    } else {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        if let Some(p) = port {
+            p.parse::<u16>().map_err(|_| bad("invalid port"))?;
+        }
+        host
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(bad("invalid host"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let e = env(&[("A", "x"), ("EMPTY", "")]);
+        assert_eq!(expand_str("${A}", &e).unwrap(), "x");
+        assert_eq!(expand_str("a-${A}-b", &e).unwrap(), "a-x-b");
+        assert_eq!(expand_str("${B:-dflt}", &e).unwrap(), "dflt");
+        assert_eq!(expand_str("${EMPTY:-dflt}", &e).unwrap(), "dflt");
+        assert_eq!(expand_str("${EMPTY}", &e).unwrap(), "");
+        assert_eq!(expand_str("$$5 and $x", &e).unwrap(), "$5 and $x");
+        assert!(expand_str("${B}", &e).unwrap_err().contains("B is not set"));
+        assert!(expand_str("${A", &e).is_err());
+    }
+
+    #[test]
+    fn base_url_checks() {
+        assert_eq!(base_url("p", "http://h:1/v1/").unwrap(), "http://h:1/v1");
+        assert!(base_url("p", "ftp://h").is_err());
+        assert!(base_url("p", "http://").is_err());
+        assert!(base_url("p", "http://h:99999").is_err());
+        assert!(base_url("p", "http://[::1]:80/v1").is_ok());
+        assert!(base_url("p", "http://h x").is_err());
+    }
+}

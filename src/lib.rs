@@ -1,0 +1,37 @@
+//! llm-proxy: one OpenAI-compatible endpoint in front of many LLM providers,
+//! with priority failover, per-provider breakers and recovery.
+//!
+//! Synchronous by design: tiny_http accepts, a bounded pool of worker threads
+//! handles requests, each blocking on ureq calls to the providers of the
+//! requested model in priority order. See `README.md` for the behaviour and
+//! `STYLE.md` in the shared folder for where each decision lives.
+
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod config;
+mod error;
+mod health;
+mod http;
+mod openai;
+mod providers;
+mod router;
+mod routes;
+mod server;
+mod sse;
+
+pub use app::Hook;
+pub use config::{Config, ConfigError};
+pub use server::{Handle, start};
+
+/// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.
+pub fn init_logging(config_level: log::LevelFilter) {
+    let level = std::env::var("LLM_PROXY_LOG")
+        .ok()
+        .and_then(|v| config::parse_level(&v))
+        .unwrap_or(config_level);
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(log::LevelFilter::Warn)
+        .with_module_level("llm_proxy", level)
+        .init();
+}

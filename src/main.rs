@@ -1,0 +1,131 @@
+//! The `llm-proxy` binary: arguments, logging, config, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use llm_proxy::Config;
+
+const USAGE: &str = "\
+llm-proxy: an OpenAI-compatible proxy with priority failover across LLM providers
+
+Usage:
+  llm-proxy --config PATH [--host ADDR] [--port N]
+  llm-proxy --config PATH --check-config
+  llm-proxy --version | --help
+
+Options:
+  -c, --config PATH   YAML config file (required)
+      --host ADDR     bind address (overrides server.host; default 127.0.0.1)
+  -p, --port N        bind port (overrides server.port; default 8000)
+      --check-config  load and validate the config, print a summary with
+                      secrets redacted, and exit
+  -V, --version       print the version
+  -h, --help          print this help
+
+Environment:
+  LLM_PROXY_LOG       log level (error, warn, info, debug, trace); overrides
+                      server.log_level
+";
+
+struct Args {
+    config: PathBuf,
+    host: Option<String>,
+    port: Option<u16>,
+    check: bool,
+}
+
+enum Parsed {
+    Run(Args),
+    Exit(ExitCode),
+}
+
+fn parse_args() -> Result<Parsed, String> {
+    let mut config = None;
+    let mut host = None;
+    let mut port = None;
+    let mut check = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(Parsed::Exit(ExitCode::SUCCESS));
+            }
+            "-V" | "--version" => {
+                println!("llm-proxy {}", env!("CARGO_PKG_VERSION"));
+                return Ok(Parsed::Exit(ExitCode::SUCCESS));
+            }
+            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--host" => host = Some(value("--host")?),
+            "-p" | "--port" => {
+                let v = value("--port")?;
+                port = Some(v.parse().map_err(|_| format!("invalid --port {v:?}"))?);
+            }
+            "--check-config" => check = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let config = config.ok_or("--config PATH is required")?;
+    Ok(Parsed::Run(Args {
+        config,
+        host,
+        port,
+        check,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Exit(code)) => return code,
+        Err(e) => {
+            eprintln!("llm-proxy: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llm-proxy: invalid config: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(h) = args.host {
+        config.server.host = h;
+    }
+    if let Some(p) = args.port {
+        config.server.port = p;
+    }
+    if args.check {
+        println!("config OK: {}", args.config.display());
+        print!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    llm_proxy::init_logging(config.server.log_level);
+    let (models, providers) = (config.models.len(), config.providers.len());
+    let handle = match llm_proxy::start(config, None) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            eprintln!("llm-proxy: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!(
+        "llm-proxy {} listening on http://{} ({models} models, {providers} providers)",
+        env!("CARGO_PKG_VERSION"),
+        handle.addr()
+    );
+    handle.join();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,174 @@
+//! Failover across a model's providers: priority order, skip what the
+//! breaker keeps out, count what fails, stop at the first answer.
+
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::config::ModelConfig;
+use crate::error::{ProviderError, ProxyError};
+use crate::health::Permit;
+use crate::openai::ChatRequest;
+use crate::providers::ChatStream;
+
+/// A successful routing decision.
+pub enum Answer<'a> {
+    /// A complete `chat.completion` body.
+    Json(Vec<u8>),
+    /// A stream whose upstream answered 2xx and sent `first` (already
+    /// encoded). `first` is `None` for a stream that ended at once.
+    Stream {
+        stream: Box<dyn ChatStream + 'a>,
+        first: Option<Vec<u8>>,
+        permit: Permit<'a>,
+    },
+}
+
+/// What the caller needs for headers and the log line, success or not.
+pub struct Trace {
+    /// Upstream calls made.
+    pub attempts: u32,
+    /// Name of the provider that answered (or failed last).
+    pub provider: Option<String>,
+}
+
+pub fn route<'a>(
+    app: &'a App,
+    model: &ModelConfig,
+    req: &ChatRequest,
+    request_id: &str,
+) -> (Result<Answer<'a>, ProxyError>, Trace) {
+    let mut trace = Trace {
+        attempts: 0,
+        provider: None,
+    };
+    let mut last_failure: Option<(String, ProviderError)> = None;
+    let mut skipped: Vec<String> = Vec::new();
+
+    for route in &model.routes {
+        let pcfg = &app.config.providers[route.provider];
+        let permit = match app.health.admit(route.provider) {
+            Ok(p) => p,
+            Err(skip) => {
+                log::debug!("{request_id} skipping provider {}: {skip:?}", pcfg.name);
+                skipped.push(pcfg.name.clone());
+                continue;
+            }
+        };
+        trace.attempts += 1;
+        trace.provider = Some(pcfg.name.clone());
+        let provider = &app.providers[route.provider];
+        let started = Instant::now();
+        let attempt = if req.stream {
+            let opened = provider.stream(req, &route.model_id).and_then(|mut stream| {
+                let first = stream.next_event()?;
+                Ok((stream, first))
+            });
+            match opened {
+                // Success for the breaker is decided when the stream ends.
+                Ok((stream, first)) => {
+                    let answer = Answer::Stream {
+                        stream,
+                        first,
+                        permit,
+                    };
+                    return (Ok(answer), trace);
+                }
+                Err(e) => e,
+            }
+        } else {
+            match provider.complete(req, &route.model_id) {
+                Ok(body) => {
+                    app.health.success(permit);
+                    return (Ok(Answer::Json(body)), trace);
+                }
+                Err(e) => e,
+            }
+        };
+        match attempt {
+            e if e.is_failover() => {
+                let took = started.elapsed();
+                let reason = e.to_string();
+                let opened = app.health.failure(permit, &reason, e.retry_after());
+                log::warn!(
+                    "{request_id} provider {} failed after {:.0} ms: {reason}{}",
+                    pcfg.name,
+                    took.as_secs_f64() * 1000.0,
+                    if opened {
+                        format!(
+                            "; breaker open for {} s",
+                            app.config.failover.cooldown.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                last_failure = Some((pcfg.name.clone(), e));
+            }
+            e => {
+                // The upstream judged the request itself bad: it would fail
+                // everywhere, and the provider is healthy.
+                app.health.success(permit);
+                let status = e.status().unwrap_or(400);
+                let error = match &e {
+                    ProviderError::Status { error, .. } => error.clone(),
+                    _ => serde_json::json!({ "message": e.to_string() }),
+                };
+                return (
+                    Err(ProxyError::from_upstream(&pcfg.name, status, &error)),
+                    trace,
+                );
+            }
+        }
+    }
+
+    (Err(exhausted(app, model, last_failure, &skipped)), trace)
+}
+
+/// The 503 after every provider failed or was skipped.
+fn exhausted(
+    app: &App,
+    model: &ModelConfig,
+    last_failure: Option<(String, ProviderError)>,
+    skipped: &[String],
+) -> ProxyError {
+    let last = match last_failure {
+        Some((name, e)) => Some(format!("provider {name}: {e}")),
+        None => {
+            // Nothing was tried: name the most recent failure we know of.
+            model.routes.iter().find_map(|r| {
+                app.health.status(r.provider).last_error.map(|e| {
+                    format!(
+                        "provider {}: {e}",
+                        app.config.providers[r.provider].name
+                    )
+                })
+            })
+        }
+    };
+    let mut message = if skipped.len() == model.routes.len() {
+        format!(
+            "All providers for model '{}' are cooling down after failures",
+            model.name
+        )
+    } else {
+        format!("All providers for model '{}' failed", model.name)
+    };
+    if let Some(last) = last {
+        message.push_str("; last failure: ");
+        message.push_str(&last);
+    }
+    let mut err = ProxyError::unavailable(message);
+    // Retry-After when nothing can be tried right now: the earliest return.
+    let mut soonest: Option<Duration> = None;
+    for r in &model.routes {
+        match app.health.status(r.provider).available_in {
+            Some(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
+            None => return err,
+        }
+    }
+    if let Some(d) = soonest {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        err = err.with_retry_after(secs.max(1));
+    }
+    err
+}

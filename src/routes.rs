@@ -1,0 +1,259 @@
+//! (method, path) → handler, and the handlers themselves.
+
+use std::io::Read;
+use std::time::Instant;
+
+use serde_json::json;
+use tiny_http::{HTTPVersion, Method, Request};
+
+use crate::app::App;
+use crate::error::ProxyError;
+use crate::health::Permit;
+use crate::http::{self, Headers};
+use crate::openai::ChatRequest;
+use crate::providers::ChatStream;
+use crate::router::{self, Answer};
+use crate::sse::{self, EventWriter};
+
+/// What the access log line reports about one request.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub status: u16,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub attempts: u32,
+    /// For streams: how the stream ended.
+    pub note: Option<&'static str>,
+}
+
+impl Outcome {
+    fn status(status: u16) -> Outcome {
+        Outcome {
+            status,
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Handle one request. `slot` holds the request until a handler takes it to
+/// respond; if the handler panics first, the caller still has it and can
+/// answer 500.
+pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
+    let req = slot.as_ref().expect("request present");
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let method = req.method().clone();
+    if let Some(hook) = &app.hook {
+        hook(&path);
+    }
+    let base = || -> Headers { vec![("x-request-id", rid.to_string())] };
+    let allowed = match path.as_str() {
+        "/v1/chat/completions" => "POST",
+        "/v1/models" | "/health" => "GET",
+        p if p.starts_with("/v1/models/") => "GET",
+        _ => {
+            let err = ProxyError::no_route(method.as_str(), &path);
+            http::send_error_unread(slot.take().expect("request"), &err, base());
+            return Outcome::status(404);
+        }
+    };
+    if method.as_str() != allowed {
+        let err = ProxyError::method_not_allowed(method.as_str(), &path, allowed);
+        let mut h = base();
+        h.push(("Allow", allowed.to_string()));
+        http::send_error_unread(slot.take().expect("request"), &err, h);
+        return Outcome::status(405);
+    }
+    match (method, path.as_str()) {
+        (Method::Get, "/health") => {
+            http::send_json(
+                slot.take().expect("request"),
+                200,
+                base(),
+                br#"{"status":"ok"}"#,
+                false,
+            );
+            Outcome::status(200)
+        }
+        (Method::Get, "/v1/models") => {
+            let data: Vec<_> = app.config.models.keys().map(|m| model_json(app, m)).collect();
+            let body = json!({ "object": "list", "data": data });
+            http::send_json(
+                slot.take().expect("request"),
+                200,
+                base(),
+                body.to_string().as_bytes(),
+                false,
+            );
+            Outcome::status(200)
+        }
+        (Method::Get, p) => {
+            let id = &p["/v1/models/".len()..];
+            let req = slot.take().expect("request");
+            if app.config.models.contains_key(id) {
+                let body = model_json(app, id).to_string();
+                http::send_json(req, 200, base(), body.as_bytes(), false);
+                Outcome::status(200)
+            } else {
+                http::send_error(req, &ProxyError::model_not_found(id), base(), false);
+                Outcome::status(404)
+            }
+        }
+        _ => chat(app, slot, rid, started),
+    }
+}
+
+fn model_json(app: &App, id: &str) -> serde_json::Value {
+    json!({ "id": id, "object": "model", "created": app.created, "owned_by": "llm-proxy" })
+}
+
+fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
+    let base = || -> Headers { vec![("x-request-id", rid.to_string())] };
+    let limit = app.config.server.max_body_bytes;
+    let req = slot.as_mut().expect("request present");
+
+    // Refuse an oversized body before reading any of it.
+    if req.body_length().is_some_and(|n| n as u64 > limit) {
+        let err = ProxyError::too_large(limit);
+        http::send_error_unread(slot.take().expect("request"), &err, base());
+        return Outcome::status(413);
+    }
+    let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(1 << 20));
+    if let Err(e) = req.as_reader().take(limit + 1).read_to_end(&mut body) {
+        // Most often the client stalled past client_timeout.
+        log::info!("{rid} could not read the request body: {e}");
+        let err = ProxyError::bad_request(format!("Could not read the request body: {e}"))
+            .with_code("body_read_error");
+        http::send_error(slot.take().expect("request"), &err, base(), true);
+        return Outcome::status(400);
+    }
+    if body.len() as u64 > limit {
+        // Chunked upload past the limit: stop reading and close.
+        let err = ProxyError::too_large(limit);
+        http::send_error(slot.take().expect("request"), &err, base(), true);
+        return Outcome::status(413);
+    }
+
+    let chat = match ChatRequest::parse(&body) {
+        Ok(c) => c,
+        Err(err) => {
+            http::send_error(slot.take().expect("request"), &err, base(), false);
+            return Outcome::status(err.status);
+        }
+    };
+    drop(body);
+    let mut outcome = Outcome {
+        model: Some(chat.model.clone()),
+        ..Outcome::default()
+    };
+    let Some(model) = app.config.models.get(&chat.model) else {
+        let err = ProxyError::model_not_found(&chat.model);
+        http::send_error(slot.take().expect("request"), &err, base(), false);
+        outcome.status = 404;
+        return outcome;
+    };
+
+    let (result, trace) = router::route(app, model, &chat, rid);
+    outcome.attempts = trace.attempts;
+    outcome.provider = trace.provider.clone();
+    let mut headers = base();
+    if let Some(p) = &trace.provider {
+        headers.push(("x-llm-proxy-provider", p.clone()));
+    }
+    headers.push(("x-llm-proxy-attempts", trace.attempts.to_string()));
+    // tiny_http reads ahead for the next request on this connection and
+    // gives up after client_timeout; after a long request, ask the client
+    // not to reuse the connection rather than race that.
+    let long = started.elapsed() * 2 > app.config.server.client_timeout;
+    let req = slot.take().expect("request");
+    match result {
+        Ok(Answer::Json(body)) => {
+            http::send_json(req, 200, headers, &body, long);
+            outcome.status = 200;
+        }
+        Ok(Answer::Stream {
+            stream,
+            first,
+            permit,
+        }) => {
+            outcome.status = 200;
+            let provider = trace.provider.as_deref().unwrap_or("");
+            outcome.note = Some(relay(app, req, headers, stream, first, permit, provider, rid));
+        }
+        Err(err) => {
+            outcome.status = err.status;
+            http::send_error(req, &err, headers, long);
+        }
+    }
+    outcome
+}
+
+/// Send the stream to the client, event by event, and settle the provider's
+/// breaker when it ends. Returns how it ended, for the log.
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    app: &App,
+    req: Request,
+    mut headers: Headers,
+    mut stream: Box<dyn ChatStream + '_>,
+    first: Option<Vec<u8>>,
+    permit: Permit<'_>,
+    provider: &str,
+    rid: &str,
+) -> &'static str {
+    let chunked = *req.http_version() != HTTPVersion(1, 0);
+    headers.push(("Content-Type", "text/event-stream".into()));
+    headers.push(("Cache-Control", "no-cache".into()));
+    headers.push(("X-Accel-Buffering", "no".into()));
+    if chunked {
+        headers.push(("Transfer-Encoding", "chunked".into()));
+    }
+    // A stream outlives tiny_http's read-ahead on the connection: close it.
+    let head = http::head(200, &headers, "Connection: close\r\n");
+    let first_is_done = first.is_none();
+    let first = first.unwrap_or_else(|| sse::DONE.to_vec());
+    let mut out = match EventWriter::start(req.into_writer(), chunked, &head, &first) {
+        Ok(w) => w,
+        Err(e) => {
+            log::info!("{rid} client went away before the stream started: {e}");
+            return "client_gone";
+        }
+    };
+    if first_is_done {
+        let _ = out.finish();
+        app.health.success(permit);
+        return "complete";
+    }
+    loop {
+        match stream.next_event() {
+            Ok(Some(event)) => {
+                if let Err(e) = out.send(&event) {
+                    log::info!("{rid} client went away mid-stream: {e}");
+                    // Not the provider's fault; leave its breaker alone.
+                    return "client_gone";
+                }
+            }
+            Ok(None) => {
+                let _ = out.send(sse::DONE).and_then(|_| out.finish());
+                app.health.success(permit);
+                return "complete";
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                app.health.failure(permit, &reason, None);
+                log::warn!("{rid} provider {provider} failed mid-stream: {reason}");
+                let err = json!({
+                    "error": {
+                        "message": format!("The upstream provider failed mid-stream: provider {provider}: {reason}"),
+                        "type": "server_error",
+                        "param": null,
+                        "code": "upstream_stream_error",
+                    }
+                });
+                let event = sse::data_event(err.to_string().as_bytes());
+                // No [DONE]: the client must not take this for a complete answer.
+                let _ = out.send(&event).and_then(|_| out.finish());
+                return "upstream_error";
+            }
+        }
+    }
+}

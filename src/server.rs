@@ -1,0 +1,382 @@
+//! The listener, the bounded worker pool, panic isolation and shutdown.
+//!
+//! tiny_http accepts connections and parses requests on its own threads; one
+//! accept loop here takes each request and hands it to a worker. At most
+//! `workers` requests are handled at once; more wait in a queue for up to
+//! `queue_timeout`, then get a 503 with `Retry-After`. Worker threads are
+//! started on demand up to the bound and exit after a minute idle, so an
+//! idle proxy stays small.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tiny_http::Request;
+
+use crate::app::{App, Hook};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::http;
+use crate::routes;
+
+/// Stack for worker threads. Handlers are shallow; the largest users are
+/// serde_json's recursion (bounded at 128 levels) and TLS handshakes.
+const WORKER_STACK: usize = 512 * 1024;
+/// An idle worker thread exits after this long.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
+
+/// A running server.
+pub struct Handle {
+    addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Block until the server stops.
+    pub fn join(mut self) {
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stop accepting requests. Requests in flight finish on their own.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.accept.is_some() {
+            self.stop_now();
+        }
+    }
+}
+
+/// Bind per the config and start serving in background threads.
+pub fn start(config: Config, hook: Option<Hook>) -> io::Result<Handle> {
+    let addr = (config.server.host.as_str(), config.server.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("the host resolved to no address"))?;
+    let listener = TcpListener::bind(addr)?;
+    configure_listener(&listener, config.server.client_timeout)?;
+    let addr = listener.local_addr()?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let server = Arc::new(server);
+    let app = Arc::new(App::new(config, hook));
+    let pool = Pool::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accept = {
+        let server = server.clone();
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(&server, &pool, &stop))?
+    };
+    Ok(Handle {
+        addr,
+        server,
+        stop,
+        accept: Some(accept),
+    })
+}
+
+/// Accepted sockets inherit TCP_NODELAY and SO_RCVTIMEO/SO_SNDTIMEO from the
+/// listening socket on Linux. std cannot set those on a listener, but it can
+/// on a `TcpStream` made from a duplicate of the listener's descriptor: the
+/// options land on the same socket.
+fn configure_listener(listener: &TcpListener, client_timeout: Duration) -> io::Result<()> {
+    let fd: OwnedFd = listener.try_clone()?.into();
+    let sock = TcpStream::from(fd);
+    // Small responses and SSE events must not wait for delayed ACKs.
+    sock.set_nodelay(true)?;
+    // A client that stops sending its headers or body, or stops reading its
+    // response, is dropped after this long and its thread freed.
+    sock.set_read_timeout(Some(client_timeout))?;
+    sock.set_write_timeout(Some(client_timeout))?;
+    Ok(())
+}
+
+fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        // Wake for the earliest queued request's deadline.
+        let wait = pool
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match server.recv_timeout(wait) {
+            Ok(Some(req)) => pool.submit(req),
+            Ok(None) => {}
+            Err(e) => {
+                if !stop.load(Ordering::SeqCst) {
+                    log::error!("accept loop stopped: {e}");
+                }
+                break;
+            }
+        }
+        pool.expire();
+    }
+    pool.shutdown();
+}
+
+struct State {
+    /// Requests admitted (counted in `active`) waiting for a thread.
+    ready: VecDeque<Request>,
+    /// Requests over the bound, with their deadlines.
+    waiting: VecDeque<(Request, Instant)>,
+    /// Requests admitted and not yet finished.
+    active: usize,
+    /// Threads blocked waiting for work.
+    idle: usize,
+    threads: usize,
+    shutdown: bool,
+}
+
+struct PoolInner {
+    state: Mutex<State>,
+    work: Condvar,
+    app: Arc<App>,
+    max: usize,
+    queue_timeout: Duration,
+}
+
+#[derive(Clone)]
+struct Pool(Arc<PoolInner>);
+
+impl Pool {
+    fn new(app: Arc<App>) -> Pool {
+        let max = app.config.server.workers;
+        let queue_timeout = app.config.server.queue_timeout;
+        Pool(Arc::new(PoolInner {
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                waiting: VecDeque::new(),
+                active: 0,
+                idle: 0,
+                threads: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            app,
+            max,
+            queue_timeout,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit(&self, req: Request) {
+        let mut st = self.lock();
+        if st.active < self.0.max {
+            st.active += 1;
+            st.ready.push_back(req);
+            self.wake_or_spawn(&mut st);
+        } else if st.waiting.len() < self.0.max {
+            let deadline = Instant::now() + self.0.queue_timeout;
+            st.waiting.push_back((req, deadline));
+        } else {
+            drop(st);
+            reject_overloaded(req, self.0.queue_timeout);
+        }
+    }
+
+    /// Make sure some thread will pick up what is in `ready`.
+    fn wake_or_spawn(&self, st: &mut State) {
+        // Every idle thread is woken at most once per job; when more jobs
+        // than idle threads are queued, start one more (up to the bound).
+        if st.ready.len() <= st.idle {
+            self.0.work.notify_one();
+            return;
+        }
+        if st.threads >= self.0.max {
+            return; // a busy thread will take it when it finishes
+        }
+        let pool = self.clone();
+        let spawned = thread::Builder::new()
+            .name("worker".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || pool.worker());
+        match spawned {
+            Ok(_) => st.threads += 1,
+            Err(e) => log::error!("cannot start a worker thread: {e}"),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lock().waiting.front().map(|(_, d)| *d)
+    }
+
+    /// Answer 503 to queued requests whose wait is over.
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut st = self.lock();
+            while st.waiting.front().is_some_and(|(_, d)| *d <= now) {
+                expired.extend(st.waiting.pop_front().map(|(r, _)| r));
+            }
+        }
+        for req in expired {
+            reject_overloaded(req, self.0.queue_timeout);
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shutdown = true;
+        self.0.work.notify_all();
+    }
+
+    fn worker(&self) {
+        let mut st = self.lock();
+        loop {
+            let Some(req) = st.ready.pop_front() else {
+                if st.shutdown {
+                    st.threads -= 1;
+                    return;
+                }
+                st.idle += 1;
+                let (guard, timeout) = self
+                    .0
+                    .work
+                    .wait_timeout(st, WORKER_IDLE)
+                    .unwrap_or_else(|e| e.into_inner());
+                st = guard;
+                st.idle -= 1;
+                if timeout.timed_out() && st.ready.is_empty() {
+                    st.threads -= 1;
+                    return;
+                }
+                continue;
+            };
+            drop(st);
+            handle(&self.0.app, req);
+            st = self.lock();
+            // Hand this thread straight to the longest-waiting request.
+            match st.waiting.pop_front() {
+                Some((next, _)) => st.ready.push_back(next),
+                None => st.active -= 1,
+            }
+        }
+    }
+}
+
+fn reject_overloaded(req: Request, queue_timeout: Duration) {
+    let rid = request_id(&req);
+    log::warn!(
+        "{rid} {} {} rejected: all workers busy for {:.1} s",
+        req.method(),
+        req.url(),
+        queue_timeout.as_secs_f64()
+    );
+    let err = ProxyError::overloaded(queue_timeout.as_secs().max(1));
+    http::send_error_unread(req, &err, vec![("x-request-id", rid)]);
+}
+
+/// Run one request, answering 500 in the OpenAI shape if the handler panics.
+fn handle(app: &App, req: Request) {
+    let started = Instant::now();
+    let rid = request_id(&req);
+    let method = req.method().to_string();
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let mut slot = Some(req);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        routes::dispatch(app, &mut slot, &rid, started)
+    }));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log::error!("{rid} {method} {path}: handler panicked: {what}");
+            if let Some(req) = slot.take() {
+                let err = ProxyError::internal(format!(
+                    "The proxy hit an internal error handling this request (request id {rid})"
+                ));
+                // Whether the body was read is unknown: use the safe path.
+                http::send_error_unread(req, &err, vec![("x-request-id", rid.clone())]);
+            }
+            routes::Outcome {
+                status: 500,
+                ..Default::default()
+            }
+        }
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    log::info!(
+        "{rid} {method} {path} model={} provider={} attempts={} status={}{} {ms:.1}ms",
+        outcome.model.as_deref().unwrap_or("-"),
+        outcome.provider.as_deref().unwrap_or("-"),
+        outcome.attempts,
+        outcome.status,
+        outcome.note.map(|n| format!(" stream={n}")).unwrap_or_default(),
+    );
+}
+
+/// The client's `x-request-id` if it is sane, else a new one.
+fn request_id(req: &Request) -> String {
+    let theirs = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("x-request-id"))
+        .map(|h| h.value.as_str())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+        });
+    match theirs {
+        Some(v) => v.to_string(),
+        None => new_request_id(),
+    }
+}
+
+fn new_request_id() -> String {
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut seed = SEED.load(Ordering::Relaxed);
+    if seed == 0 {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        seed = t ^ (u64::from(std::process::id()) << 32) | 1;
+        SEED.store(seed, Ordering::Relaxed);
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64 of seed+n: unique per process, unpredictable enough for ids.
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!("req_{z:016x}")
+}
