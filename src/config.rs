@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_yaml::Value;
 
 /// Defaults, in one place so the README and `--check-config` can quote them.
@@ -70,7 +70,10 @@ impl fmt::Display for Secret {
 }
 
 // ---------------------------------------------------------------------------
-// Raw, as written in YAML.
+// Raw, as written in YAML. Scalars stay unexpanded here, so serde's errors
+// (unknown keys, wrong shapes) carry the path and line of the original file;
+// `${VAR}` expansion and number parsing happen in `validate`, which knows
+// each value's path.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,44 +92,33 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     host: Option<String>,
-    #[serde(default, deserialize_with = "num_opt")]
-    port: Option<u16>,
-    #[serde(default, deserialize_with = "num_opt")]
-    workers: Option<usize>,
-    #[serde(default, deserialize_with = "num_opt")]
-    queue_timeout: Option<f64>,
-    #[serde(default, deserialize_with = "num_opt")]
-    client_timeout: Option<f64>,
-    #[serde(default, deserialize_with = "num_opt")]
-    max_body_bytes: Option<u64>,
+    port: Option<Value>,
+    workers: Option<Value>,
+    queue_timeout: Option<Value>,
+    client_timeout: Option<Value>,
+    max_body_bytes: Option<Value>,
     log_level: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFailover {
-    #[serde(default, deserialize_with = "num_opt")]
-    max_failures: Option<u32>,
-    #[serde(default, deserialize_with = "num_opt")]
-    cooldown: Option<f64>,
+    max_failures: Option<Value>,
+    cooldown: Option<Value>,
 }
 
-/// One provider. `type` picks the kind; fields a kind does not use are refused.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum RawProvider {
-    Openai(RawOpenAi),
-}
-
+/// One provider, any kind: `type` picks the kind, and `validate` refuses
+/// fields the kind does not use. (A serde-tagged enum would lose the key
+/// path in error messages.)
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOpenAi {
+struct RawProvider {
+    #[serde(rename = "type")]
+    kind: String,
     api_key: Option<String>,
     base_url: Option<String>,
-    #[serde(default, deserialize_with = "num_opt")]
-    timeout: Option<f64>,
-    #[serde(default, deserialize_with = "num_opt")]
-    stream_timeout: Option<f64>,
+    timeout: Option<Value>,
+    stream_timeout: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -139,33 +131,60 @@ struct RawModel {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
-    #[serde(deserialize_with = "num")]
-    priority: u32,
+    priority: Value,
     model_id: Option<String>,
 }
 
-/// Numbers may come from `${VAR}` expansion, which yields strings: accept both.
-fn num<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: std::str::FromStr + serde::de::DeserializeOwned,
-    T::Err: fmt::Display,
-{
-    match Value::deserialize(d)? {
-        Value::String(s) => s.trim().parse::<T>().map_err(|e| {
-            serde::de::Error::custom(format_args!("expected a number, got {s:?}: {e}"))
-        }),
-        other => T::deserialize(other).map_err(serde::de::Error::custom),
-    }
+/// Expands variables and parses numbers, naming the path on error.
+struct Expander<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-fn num_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: std::str::FromStr + serde::de::DeserializeOwned,
-    T::Err: fmt::Display,
-{
-    num(d).map(Some)
+impl Expander<'_> {
+    fn string(&self, path: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+        v.map(|s| {
+            if s.contains('$') {
+                expand_str(&s, self.env).map_err(|m| err(path, m))
+            } else {
+                Ok(s)
+            }
+        })
+        .transpose()
+    }
+
+    fn number<T>(&self, path: &str, v: Option<Value>) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        let text = match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => self.string(path, Some(s))?.unwrap_or_default(),
+            Some(other) => {
+                let shown = serde_yaml::to_string(&other).unwrap_or_default();
+                return Err(err(
+                    path,
+                    format!("expected a number, got {}", shown.trim()),
+                ));
+            }
+        };
+        text.trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| err(path, format!("expected a number, got {text:?} ({e})")))
+    }
+
+    fn secs(&self, path: &str, v: Option<Value>, default: f64) -> Result<Duration, ConfigError> {
+        let v = self.number::<f64>(path, v)?.unwrap_or(default);
+        if !v.is_finite() || v <= 0.0 || v > 1e9 {
+            return Err(err(
+                path,
+                format!("must be a positive number of seconds, got {v}"),
+            ));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -261,14 +280,11 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut value: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
-        if value.is_null() {
+        if text.trim().is_empty() {
             return Err(ConfigError("the config is empty".into()));
         }
-        expand_value(&mut value, "", env)?;
-        let raw: RawConfig = serde_yaml::from_value(value).map_err(|e| ConfigError(e.to_string()))?;
-        validate(raw)
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        validate(raw, &Expander { env })
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
@@ -335,45 +351,6 @@ impl Config {
 // ---------------------------------------------------------------------------
 // Environment expansion.
 
-fn expand_value(
-    v: &mut Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match v {
-        Value::String(s) => {
-            if s.contains("${") {
-                *s = expand_str(s, env).map_err(|m| err(path, m))?;
-            }
-        }
-        Value::Mapping(m) => {
-            for (k, child) in m.iter_mut() {
-                let key = match k {
-                    Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
-                };
-                let child_path = if path.is_empty() {
-                    key
-                } else {
-                    format!("{path}.{key}")
-                };
-                expand_value(child, &child_path, env)?;
-            }
-        }
-        Value::Sequence(items) => {
-            for (i, child) in items.iter_mut().enumerate() {
-                expand_value(child, &format!("{path}[{i}]"), env)?;
-            }
-        }
-        Value::Tagged(t) => expand_value(&mut t.value, path, env)?,
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-    Ok(())
-}
-
 /// Expand `${VAR}` and `${VAR:-default}` in one string. `$$` is a literal `$`.
 pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
@@ -393,14 +370,13 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name {name:?} in ${{{expr}}}"));
             }
-            match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+            match (
+                env(name).filter(|v| !v.is_empty() || default.is_none()),
+                default,
+            ) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
@@ -420,43 +396,43 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 // ---------------------------------------------------------------------------
 // Validation.
 
-fn secs(path: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
-    let v = v.unwrap_or(default);
-    if !v.is_finite() || v <= 0.0 || v > 1e9 {
-        return Err(err(path, format!("must be a positive number of seconds, got {v}")));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
     let s = raw.server;
-    let workers = s.workers.unwrap_or(defaults::WORKERS);
+    let workers = x
+        .number::<usize>("server.workers", s.workers)?
+        .unwrap_or(defaults::WORKERS);
     if workers == 0 || workers > 100_000 {
         return Err(err("server.workers", "must be between 1 and 100000"));
     }
-    let log_level = match s.log_level.as_deref() {
+    let log_level = match x.string("server.log_level", s.log_level)? {
         None => log::LevelFilter::Info,
-        Some(l) => parse_level(l).ok_or_else(|| {
+        Some(l) => parse_level(&l).ok_or_else(|| {
             err(
                 "server.log_level",
                 format!("unknown level {l:?} (off, error, warn, info, debug, trace)"),
             )
         })?,
     };
-    let max_body_bytes = s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES);
+    let max_body_bytes = x
+        .number::<u64>("server.max_body_bytes", s.max_body_bytes)?
+        .unwrap_or(defaults::MAX_BODY_BYTES);
     if max_body_bytes < 1024 {
         return Err(err("server.max_body_bytes", "must be at least 1024"));
     }
     let server = ServerConfig {
-        host: s.host.unwrap_or_else(|| defaults::HOST.to_string()),
-        port: s.port.unwrap_or(defaults::PORT),
+        host: x
+            .string("server.host", s.host)?
+            .unwrap_or_else(|| defaults::HOST.to_string()),
+        port: x
+            .number::<u16>("server.port", s.port)?
+            .unwrap_or(defaults::PORT),
         workers,
-        queue_timeout: secs(
+        queue_timeout: x.secs(
             "server.queue_timeout",
             s.queue_timeout,
             defaults::QUEUE_TIMEOUT_SECS,
         )?,
-        client_timeout: secs(
+        client_timeout: x.secs(
             "server.client_timeout",
             s.client_timeout,
             defaults::CLIENT_TIMEOUT_SECS,
@@ -465,13 +441,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_level,
     };
 
-    let max_failures = raw.failover.max_failures.unwrap_or(defaults::MAX_FAILURES);
+    let max_failures = x
+        .number::<u32>("failover.max_failures", raw.failover.max_failures)?
+        .unwrap_or(defaults::MAX_FAILURES);
     if max_failures == 0 {
         return Err(err("failover.max_failures", "must be at least 1"));
     }
     let failover = FailoverConfig {
         max_failures,
-        cooldown: secs(
+        cooldown: x.secs(
             "failover.cooldown",
             raw.failover.cooldown,
             defaults::COOLDOWN_SECS,
@@ -481,26 +459,39 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (name, p) in raw.providers {
         let path = format!("providers.{name}");
-        providers.push(match p {
-            RawProvider::Openai(o) => ProviderConfig {
-                kind: ProviderKind::OpenAi,
-                api_key: o.api_key.filter(|k| !k.is_empty()).map(Secret::new),
-                base_url: base_url(
-                    &format!("{path}.base_url"),
-                    o.base_url.as_deref().unwrap_or(defaults::OPENAI_BASE_URL),
-                )?,
-                timeout: secs(
-                    &format!("{path}.timeout"),
-                    o.timeout,
-                    defaults::TIMEOUT_SECS,
-                )?,
-                stream_timeout: secs(
-                    &format!("{path}.stream_timeout"),
-                    o.stream_timeout,
-                    defaults::STREAM_TIMEOUT_SECS,
-                )?,
-                name,
-            },
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            other => {
+                return Err(err(
+                    &format!("{path}.type"),
+                    format!("unknown provider type {other:?} (expected one of: openai)"),
+                ));
+            }
+        };
+        let default_base = match kind {
+            ProviderKind::OpenAi => defaults::OPENAI_BASE_URL,
+        };
+        let base = x
+            .string(&format!("{path}.base_url"), p.base_url)?
+            .unwrap_or_else(|| default_base.to_string());
+        providers.push(ProviderConfig {
+            kind,
+            api_key: x
+                .string(&format!("{path}.api_key"), p.api_key)?
+                .filter(|k| !k.is_empty())
+                .map(Secret::new),
+            base_url: base_url(&format!("{path}.base_url"), &base)?,
+            timeout: x.secs(
+                &format!("{path}.timeout"),
+                p.timeout,
+                defaults::TIMEOUT_SECS,
+            )?,
+            stream_timeout: x.secs(
+                &format!("{path}.stream_timeout"),
+                p.stream_timeout,
+                defaults::STREAM_TIMEOUT_SECS,
+            )?,
+            name,
         });
     }
 
@@ -515,26 +506,32 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let mut routes: Vec<Route> = Vec::with_capacity(m.providers.len());
         for (pname, r) in m.providers {
+            let rpath = format!("{path}.{pname}");
             let provider = providers
                 .iter()
                 .position(|p| p.name == pname)
-                .ok_or_else(|| err(&format!("{path}.{pname}"), "no such provider"))?;
-            if let Some(other) = routes.iter().find(|o| o.priority == r.priority) {
+                .ok_or_else(|| err(&rpath, "no such provider"))?;
+            let priority = x
+                .number::<u32>(&format!("{rpath}.priority"), Some(r.priority))?
+                .ok_or_else(|| err(&format!("{rpath}.priority"), "is required"))?;
+            if let Some(other) = routes.iter().find(|o| o.priority == priority) {
                 return Err(err(
-                    &format!("{path}.{pname}.priority"),
+                    &format!("{rpath}.priority"),
                     format!(
-                        "priority {} is already used by provider {}",
-                        r.priority, providers[other.provider].name
+                        "priority {priority} is already used by provider {}",
+                        providers[other.provider].name
                     ),
                 ));
             }
-            let model_id = r.model_id.unwrap_or_else(|| name.clone());
+            let model_id = x
+                .string(&format!("{rpath}.model_id"), r.model_id)?
+                .unwrap_or_else(|| name.clone());
             if model_id.is_empty() {
-                return Err(err(&format!("{path}.{pname}.model_id"), "must not be empty"));
+                return Err(err(&format!("{rpath}.model_id"), "must not be empty"));
             }
             routes.push(Route {
                 provider,
-                priority: r.priority,
+                priority,
                 model_id,
             });
         }
@@ -572,7 +569,9 @@ fn base_url(path: &str, url: &str) -> Result<String, ConfigError> {
         return Err(bad("credentials in the URL are not supported; use api_key"));
     }
     let host = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6.find(']').ok_or_else(|| bad("unterminated IPv6 address"))?;
+        let end = v6
+            .find(']')
+            .ok_or_else(|| bad("unterminated IPv6 address"))?;
         let after = &v6[end + 1..];
         if !after.is_empty() && !after.starts_with(':') {
             return Err(bad("junk after IPv6 address"));

@@ -93,7 +93,7 @@ pub struct ProxyError {
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
     /// The full `error` object when it comes from upstream unchanged.
-    pub upstream: Option<Value>,
+    pub upstream: Option<Box<Value>>,
 }
 
 impl ProxyError {
@@ -207,7 +207,7 @@ impl ProxyError {
             }
             o.insert("provider".into(), json!(provider));
         }
-        e.upstream = Some(obj);
+        e.upstream = Some(Box::new(obj));
         e
     }
 
@@ -353,7 +353,10 @@ mod tests {
 
     #[test]
     fn redacts() {
-        assert_eq!(redact("key sk-1234 bad", Some("sk-1234")), "key [redacted] bad");
+        assert_eq!(
+            redact("key sk-1234 bad", Some("sk-1234")),
+            "key [redacted] bad"
+        );
         assert_eq!(redact("fine", None), "fine");
     }
 }

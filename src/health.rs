@@ -76,7 +76,6 @@ impl Drop for Permit<'_> {
 /// Snapshot of one provider's state, for logs and error messages.
 #[derive(Debug, Clone)]
 pub struct Status {
-    pub consecutive_failures: u32,
     pub available_in: Option<Duration>,
     pub last_error: Option<String>,
 }
@@ -205,7 +204,6 @@ impl Health {
         let map = self.read();
         let b = &map[&provider];
         Status {
-            consecutive_failures: b.consecutive,
             available_in: b.blocked_until(now).map(|t| t - now),
             last_error: b.last_error.clone(),
         }
@@ -238,7 +236,7 @@ mod tests {
         h.success(probe);
         let p = h.admit(0).unwrap();
         assert!(!p.is_probe());
-        assert_eq!(h.status(0).consecutive_failures, 0);
+        assert!(h.status(0).available_in.is_none());
     }
 
     #[test]

@@ -63,10 +63,10 @@ impl ChatRequest {
                 .with_param("messages"));
             }
             None | Some(Value::Null) => {
-                return Err(ProxyError::bad_request(
-                    "Missing required parameter: 'messages'.",
-                )
-                .with_param("messages"));
+                return Err(
+                    ProxyError::bad_request("Missing required parameter: 'messages'.")
+                        .with_param("messages"),
+                );
             }
             Some(other) => {
                 return Err(ProxyError::bad_request(format!(
@@ -92,15 +92,6 @@ impl ChatRequest {
             stream,
             body,
         })
-    }
-
-    /// `stream_options.include_usage`.
-    pub fn include_usage(&self) -> bool {
-        self.body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
     }
 
     /// The body for an OpenAI-compatible upstream: the client's body with
@@ -171,12 +162,23 @@ mod tests {
         assert_eq!(e("{").status, 400);
         assert_eq!(e("[]").status, 400);
         assert_eq!(e(r#"{"messages":[{}]}"#).param.as_deref(), Some("model"));
-        assert_eq!(e(r#"{"model":5,"messages":[{}]}"#).param.as_deref(), Some("model"));
-        assert_eq!(e(r#"{"model":"m"}"#).param.as_deref(), Some("messages"));
-        assert_eq!(e(r#"{"model":"m","messages":"hi"}"#).param.as_deref(), Some("messages"));
-        assert_eq!(e(r#"{"model":"m","messages":[]}"#).param.as_deref(), Some("messages"));
         assert_eq!(
-            e(r#"{"model":"m","messages":[{}],"stream":"yes"}"#).param.as_deref(),
+            e(r#"{"model":5,"messages":[{}]}"#).param.as_deref(),
+            Some("model")
+        );
+        assert_eq!(e(r#"{"model":"m"}"#).param.as_deref(), Some("messages"));
+        assert_eq!(
+            e(r#"{"model":"m","messages":"hi"}"#).param.as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            e(r#"{"model":"m","messages":[]}"#).param.as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            e(r#"{"model":"m","messages":[{}],"stream":"yes"}"#)
+                .param
+                .as_deref(),
             Some("stream")
         );
     }

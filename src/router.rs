@@ -54,15 +54,23 @@ pub fn route<'a>(
                 continue;
             }
         };
+        if permit.is_probe() {
+            log::info!(
+                "{request_id} probing provider {} after its cooldown",
+                pcfg.name
+            );
+        }
         trace.attempts += 1;
         trace.provider = Some(pcfg.name.clone());
         let provider = &app.providers[route.provider];
         let started = Instant::now();
         let attempt = if req.stream {
-            let opened = provider.stream(req, &route.model_id).and_then(|mut stream| {
-                let first = stream.next_event()?;
-                Ok((stream, first))
-            });
+            let opened = provider
+                .stream(req, &route.model_id)
+                .and_then(|mut stream| {
+                    let first = stream.next_event()?;
+                    Ok((stream, first))
+                });
             match opened {
                 // Success for the breaker is decided when the stream ends.
                 Ok((stream, first)) => {
@@ -136,12 +144,10 @@ fn exhausted(
         None => {
             // Nothing was tried: name the most recent failure we know of.
             model.routes.iter().find_map(|r| {
-                app.health.status(r.provider).last_error.map(|e| {
-                    format!(
-                        "provider {}: {e}",
-                        app.config.providers[r.provider].name
-                    )
-                })
+                app.health
+                    .status(r.provider)
+                    .last_error
+                    .map(|e| format!("provider {}: {e}", app.config.providers[r.provider].name))
             })
         }
     };

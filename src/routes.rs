@@ -75,7 +75,12 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
             Outcome::status(200)
         }
         (Method::Get, "/v1/models") => {
-            let data: Vec<_> = app.config.models.keys().map(|m| model_json(app, m)).collect();
+            let data: Vec<_> = app
+                .config
+                .models
+                .keys()
+                .map(|m| model_json(app, m))
+                .collect();
             let body = json!({ "object": "list", "data": data });
             http::send_json(
                 slot.take().expect("request"),
@@ -177,7 +182,9 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
         }) => {
             outcome.status = 200;
             let provider = trace.provider.as_deref().unwrap_or("");
-            outcome.note = Some(relay(app, req, headers, stream, first, permit, provider, rid));
+            outcome.note = Some(relay(
+                app, req, headers, stream, first, permit, provider, rid,
+            ));
         }
         Err(err) => {
             outcome.status = err.status;

@@ -337,7 +337,10 @@ fn handle(app: &App, req: Request) {
         outcome.provider.as_deref().unwrap_or("-"),
         outcome.attempts,
         outcome.status,
-        outcome.note.map(|n| format!(" stream={n}")).unwrap_or_default(),
+        outcome
+            .note
+            .map(|n| format!(" stream={n}"))
+            .unwrap_or_default(),
     );
 }
 

@@ -55,7 +55,6 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
-    pub name: String,
     agent: Agent,
     pub base_url: String,
     pub api_key: Option<crate::config::Secret>,
@@ -78,7 +77,6 @@ impl Upstream {
             .output_buffer_size(IO_BUFFER)
             .build();
         Upstream {
-            name: cfg.name.clone(),
             agent: config.new_agent(),
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
@@ -294,10 +292,7 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770);
-        assert_eq!(
-            parse_retry_after("7", now),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT.
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Check llm-proxy with the official OpenAI Python SDK (scripts/sdk_check.py).
+#
+# Starts one mock upstream on a free port and the proxy on another, with a
+# generated config, runs the checks, and stops both whatever happens.
+#
+#   scripts/sdk-check.sh
+#
+# Environment:
+#   LLM_PROXY_BIN, LLM_PROXY_MOCK_BIN   use these binaries (no build when both are set)
+#   SDK_VENV                            Python venv to use [default: target/sdk-venv]
+#   SDK_CHECK_MODELS                    passed on to sdk_check.py [default: gpt-4o-mini]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+VENV="${SDK_VENV:-$ROOT/target/sdk-venv}"
+PY="$VENV/bin/python"
+
+if ! { [[ -x "$PY" ]] && "$PY" -c 'import openai' 2>/dev/null; }; then
+    echo "sdk-check: creating $VENV with the openai package"
+    python3 -m venv "$VENV"
+    "$PY" -m pip install -q 'openai>=1.50,<3'
+fi
+
+if [[ -z "${LLM_PROXY_BIN:-}" || -z "${LLM_PROXY_MOCK_BIN:-}" ]]; then
+    echo "sdk-check: building (cargo build --release --bins)"
+    (cd "$ROOT" && cargo build --release --bins --quiet)
+fi
+PROXY="${LLM_PROXY_BIN:-$BIN_DIR/llm-proxy}"
+MOCK="${LLM_PROXY_MOCK_BIN:-$BIN_DIR/llm-proxy-mock}"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-sdk-check.XXXXXX")"
+PIDS=()
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_logs() {
+    echo "--- mock log" >&2
+    tail -n 20 "$WORK/mock.log" >&2 || true
+    echo "--- proxy log" >&2
+    tail -n 40 "$WORK/proxy.log" >&2 || true
+}
+
+# The mock picks its own port and reports it on its first stdout line.
+"$MOCK" --name mock --port 0 >"$WORK/mock.log" 2>&1 &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+MOCK_PORT=""
+for _ in $(seq 100); do # up to 10 s
+    MOCK_PORT="$(sed -n 's#^llm-proxy-mock .* listening on http://.*:\([0-9][0-9]*\)$#\1#p' "$WORK/mock.log")"
+    [[ -n "$MOCK_PORT" ]] && break
+    kill -0 "$MOCK_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -z "$MOCK_PORT" ]]; then
+    echo "sdk-check: the mock did not start" >&2
+    show_logs
+    exit 1
+fi
+
+# A port that was free a moment ago; the proxy binds it right away.
+PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+cat >"$WORK/config.yaml" <<EOF
+server:
+  host: 127.0.0.1
+  port: $PORT
+failover:
+  max_failures: 3
+  cooldown: 600
+providers:
+  mock:
+    type: openai
+    api_key: mock-key
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    timeout: 30
+models:
+  gpt-4o-mini:
+    providers:
+      mock:
+        priority: 0
+        model_id: mock-model
+EOF
+
+"$PROXY" --config "$WORK/config.yaml" --host 127.0.0.1 --port "$PORT" >"$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+
+# Keep any HTTP proxy from the environment away from these loopback calls.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="$NO_PROXY"
+
+# Wait up to 10 s for GET /health to answer 200.
+if ! "$PY" - "http://127.0.0.1:$PORT/health" "$PROXY_PID" <<'EOF'; then
+import os, sys, time, urllib.request
+url, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("sdk-check: the proxy exited during startup")
+    time.sleep(0.1)
+sys.exit(f"sdk-check: {url} did not answer within 10 s")
+EOF
+    show_logs
+    exit 1
+fi
+
+echo "sdk-check: proxy on port $PORT, mock on port $MOCK_PORT, openai $("$PY" -c 'import openai; print(openai.__version__)')"
+set +e
+OPENAI_BASE_URL="http://127.0.0.1:$PORT/v1" OPENAI_API_KEY=client-key "$PY" "$ROOT/scripts/sdk_check.py"
+status=$?
+set -e
+if [[ $status -ne 0 ]]; then
+    show_logs
+fi
+exit "$status"

@@ -1,0 +1,916 @@
+//! `llm-proxy-mock`: a scripted fake LLM upstream for the demo, the SDK check
+//! and the benchmarks.
+//!
+//! It speaks just enough of the OpenAI Chat Completions API and the Anthropic
+//! Messages API (JSON and SSE, plain answers and tool calls) for real clients
+//! to accept its answers, with deterministic content, optional latency and
+//! simulated outages. It deliberately does not use the `llm_proxy` library, so
+//! a bug in the proxy's wire types cannot hide itself by also being here.
+//!
+//! Every response body is rendered up front on a `recv` thread; anything that
+//! then has to wait (a `--delay-ms`, or any stream) is handed to a short-lived
+//! thread with a small stack, so a thousand slow streams do not starve the
+//! fixed set of `recv` threads.
+
+use std::io::{self, Cursor, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server};
+
+const USAGE: &str = "\
+llm-proxy-mock: a fake OpenAI / Anthropic upstream for demos, checks and benchmarks
+
+USAGE:
+    llm-proxy-mock [OPTIONS]
+
+OPTIONS:
+    --host ADDR               address to bind [default: 127.0.0.1]
+    --port N                  port to bind, 0 picks a free one [default: 9001]
+    --name NAME               name shown in answers and errors [default: mock]
+    --delay-ms N              wait before sending the response headers of a
+                              successful chat answer (JSON and stream) [default: 0]
+    --stream-interval-ms N    pause between SSE events [default: 0]
+    --stream-chunks N         content-delta events per stream [default: 20]
+    --fail-every N            every Nth chat request answers 503 (529 on
+                              /v1/messages); 0 = never [default: 0]
+    --fail-rate P             fail chat requests with probability P in 0..1 [default: 0]
+    --api-key KEY             require `Authorization: Bearer KEY` (OpenAI routes)
+                              or `x-api-key: KEY` (/v1/messages)
+    --threads N               threads receiving requests [default: max(8, 2 x cores)]
+    -h, --help                print this help
+
+ROUTES:
+    GET  /health               {\"status\":\"ok\"}
+    GET  /v1/models            one model, `mock-model`
+    POST /v1/chat/completions  OpenAI Chat Completions (stream, tools, include_usage)
+    POST /v1/messages          Anthropic Messages (stream, tools)
+
+On start it prints one line to stdout:
+    llm-proxy-mock NAME listening on http://HOST:PORT
+";
+
+/// Target size in bytes of a plain (non-tool) non-streaming OpenAI body, so
+/// benchmarks move a realistic, constant amount of data per request.
+const TARGET_BODY_BYTES: usize = 1400;
+
+/// Stack size of the per-response threads. They only sleep and write
+/// pre-rendered bytes, so a small stack is plenty and keeps 1,000 concurrent
+/// streams cheap.
+const RESPONDER_STACK_BYTES: usize = 64 * 1024;
+
+/// Arguments of the single tool call the mock always makes.
+const TOOL_ARGUMENTS: &str = r#"{"location":"Paris"}"#;
+
+/// Fragments of `TOOL_ARGUMENTS` as sent in a stream; clients must join them.
+const TOOL_ARGUMENT_FRAGMENTS: [&str; 3] = [r#"{"location":"#, r#""Paris""#, "}"];
+
+const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do \
+eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis \
+nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure \
+dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. \
+Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit \
+anim id est laborum.";
+
+/// Command-line options.
+struct Opts {
+    host: String,
+    port: u16,
+    name: String,
+    delay: Duration,
+    stream_interval: Duration,
+    stream_chunks: usize,
+    fail_every: u64,
+    fail_rate: f64,
+    api_key: Option<String>,
+    threads: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        let cores = thread::available_parallelism().map_or(4, |n| n.get());
+        Opts {
+            host: "127.0.0.1".to_string(),
+            port: 9001,
+            name: "mock".to_string(),
+            delay: Duration::ZERO,
+            stream_interval: Duration::ZERO,
+            stream_chunks: 20,
+            fail_every: 0,
+            fail_rate: 0.0,
+            api_key: None,
+            threads: (2 * cores).max(8),
+        }
+    }
+}
+
+/// What the command line asked for.
+enum Cli {
+    Run(Opts),
+    Help,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
+    let mut opts = Opts::default();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Cli::Help);
+        }
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--host" => opts.host = value()?,
+            "--port" => opts.port = number(&flag, &value()?)?,
+            "--name" => opts.name = value()?,
+            "--delay-ms" => opts.delay = Duration::from_millis(number(&flag, &value()?)?),
+            "--stream-interval-ms" => {
+                opts.stream_interval = Duration::from_millis(number(&flag, &value()?)?)
+            }
+            "--stream-chunks" => opts.stream_chunks = number(&flag, &value()?)?,
+            "--fail-every" => opts.fail_every = number(&flag, &value()?)?,
+            "--fail-rate" => {
+                let p: f64 = number(&flag, &value()?)?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(format!("--fail-rate must be between 0 and 1, got {p}"));
+                }
+                opts.fail_rate = p;
+            }
+            "--api-key" => opts.api_key = Some(value()?),
+            "--threads" => {
+                opts.threads = number(&flag, &value()?)?;
+                if opts.threads == 0 {
+                    return Err("--threads must be at least 1".to_string());
+                }
+            }
+            _ => return Err(format!("unknown argument `{flag}`")),
+        }
+    }
+    Ok(Cli::Run(opts))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: invalid value `{value}`"))
+}
+
+fn main() {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Cli::Run(opts)) => opts,
+        Ok(Cli::Help) => {
+            print!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("llm-proxy-mock: {e} (see --help)");
+            std::process::exit(2);
+        }
+    };
+
+    let listener = match TcpListener::bind((opts.host.as_str(), opts.port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "llm-proxy-mock: cannot listen on {}:{}: {e}",
+                opts.host, opts.port
+            );
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = tune_listener(&listener) {
+        eprintln!("llm-proxy-mock: warning: cannot tune the listening socket: {e}");
+    }
+    let server = match Server::from_listener(listener, None) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("llm-proxy-mock: cannot start the HTTP server: {e}");
+            std::process::exit(1);
+        }
+    };
+    let addr = match server.server_addr().to_ip() {
+        Some(addr) => addr,
+        None => {
+            eprintln!("llm-proxy-mock: listener has no IP address");
+            std::process::exit(1);
+        }
+    };
+    // Scripts wait for this exact line and parse the port from it.
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "llm-proxy-mock {} listening on http://{addr}",
+        opts.name
+    );
+    let _ = stdout.flush();
+    drop(stdout);
+
+    let mock = Arc::new(Mock::new(opts));
+    let workers: Vec<_> = (0..mock.opts.threads)
+        .map(|_| {
+            let (server, mock) = (Arc::clone(&server), Arc::clone(&mock));
+            thread::spawn(move || {
+                loop {
+                    match server.recv() {
+                        Ok(request) => mock.handle(request),
+                        Err(e) => {
+                            // Only happens when the accept loop itself has died.
+                            eprintln!("llm-proxy-mock: stopped accepting connections: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+}
+
+/// Sets TCP_NODELAY and a deep accept backlog on the listening socket.
+///
+/// tiny_http never sets TCP_NODELAY and gives no access to accepted sockets.
+/// Without it, Nagle's algorithm meets the client's delayed ACKs and holds
+/// small SSE events back by up to 40 ms on a reused connection (measured).
+/// Linux and the BSDs copy TCP_NODELAY from the listening socket to every
+/// accepted one, so setting it once here is enough. std also listens with a
+/// backlog of 128, which a burst of 1,000 benchmark connections overflows
+/// (dropped SYNs cost a 1 s retransmit); calling `listen` again only resizes
+/// the queue (the kernel caps it at `net.core.somaxconn`). std exposes neither
+/// knob for a listener, hence the two libc calls.
+#[cfg(unix)]
+fn tune_listener(listener: &TcpListener) -> io::Result<()> {
+    use std::ffi::{c_int, c_void};
+    use std::os::fd::AsRawFd;
+
+    // Same values on Linux, macOS and the BSDs.
+    const IPPROTO_TCP: c_int = 6;
+    const TCP_NODELAY: c_int = 1;
+    const BACKLOG: c_int = 4096;
+    unsafe extern "C" {
+        fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+        fn listen(fd: c_int, backlog: c_int) -> c_int;
+    }
+
+    let fd = listener.as_raw_fd();
+    let one: c_int = 1;
+    // SAFETY: `fd` is a socket owned by `listener`, which outlives both calls;
+    // `value` points to a live c_int and `len` is its size.
+    let rc = unsafe {
+        setsockopt(
+            fd,
+            IPPROTO_TCP,
+            TCP_NODELAY,
+            (&raw const one).cast(),
+            size_of::<c_int>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; `listen` on a listening socket only resizes its queue.
+    if unsafe { listen(fd, BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tune_listener(_listener: &TcpListener) -> io::Result<()> {
+    Ok(())
+}
+
+/// Which wire format a chat route speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+/// A fully rendered answer, ready to be written.
+enum Reply {
+    Json(u16, Vec<u8>),
+    /// SSE frames, each already formatted (`data: ...\n\n`).
+    Stream(Vec<String>),
+}
+
+/// Shared state of the server.
+struct Mock {
+    opts: Opts,
+    /// Chat requests seen so far (both routes); drives ids and `--fail-every`.
+    chat_requests: AtomicU64,
+    /// xorshift64 state for `--fail-rate`.
+    rng: AtomicU64,
+}
+
+impl Mock {
+    fn new(opts: Opts) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64);
+        Mock {
+            opts,
+            chat_requests: AtomicU64::new(0),
+            rng: AtomicU64::new(seed | 1), // xorshift must never hold 0
+        }
+    }
+
+    /// Routes one request and answers it, either right here or, when the
+    /// answer has to wait or stream, on a thread of its own.
+    fn handle(&self, mut request: Request) {
+        let path = request.url().split('?').next().unwrap_or("").to_string();
+        let reply = match (request.method(), path.as_str()) {
+            (Method::Get, "/health") => Reply::Json(200, json_bytes(&json!({"status": "ok"}))),
+            (Method::Get, "/v1/models") => {
+                self.check_auth(&request, Api::OpenAi).unwrap_or_else(|| {
+                    Reply::Json(
+                        200,
+                        json_bytes(&json!({
+                            "object": "list",
+                            "data": [{
+                                "id": "mock-model",
+                                "object": "model",
+                                "created": 1_700_000_000,
+                                "owned_by": self.opts.name,
+                            }],
+                        })),
+                    )
+                })
+            }
+            (Method::Post, "/v1/chat/completions") => self.chat(&mut request, Api::OpenAi),
+            (Method::Post, "/v1/messages") => self.chat(&mut request, Api::Anthropic),
+            (method, _) => openai_error(
+                404,
+                &format!("Unknown request URL: {method} {path}"),
+                "invalid_request_error",
+                None,
+                Some("unknown_url"),
+            ),
+        };
+
+        let waits = matches!(reply, Reply::Stream(_))
+            || (!self.opts.delay.is_zero() && matches!(reply, Reply::Json(200, _)));
+        if !waits {
+            send(request, reply, Duration::ZERO, Duration::ZERO);
+            return;
+        }
+        let (delay, interval) = (self.opts.delay, self.opts.stream_interval);
+        let spawned = thread::Builder::new()
+            .stack_size(RESPONDER_STACK_BYTES)
+            .spawn(move || send(request, reply, delay, interval));
+        if let Err(e) = spawned {
+            // The closure, and with it the request, is dropped; tiny_http
+            // answers a dropped request with an empty 500.
+            eprintln!("llm-proxy-mock: cannot spawn a responder thread: {e}");
+        }
+    }
+
+    /// `Some(401 reply)` when `--api-key` is set and the request lacks it.
+    fn check_auth(&self, request: &Request, api: Api) -> Option<Reply> {
+        let key = self.opts.api_key.as_deref()?;
+        let ok = match api {
+            Api::OpenAi => header(request, "Authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|v| v == key),
+            Api::Anthropic => header(request, "x-api-key").is_some_and(|v| v == key),
+        };
+        if ok {
+            return None;
+        }
+        Some(match api {
+            Api::OpenAi => openai_error(
+                401,
+                &format!("mock {}: incorrect API key provided", self.opts.name),
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            Api::Anthropic => anthropic_error(401, "authentication_error", "invalid x-api-key"),
+        })
+    }
+
+    /// Decides whether this chat request is a simulated outage.
+    fn should_fail(&self, n: u64) -> bool {
+        if self.opts.fail_every > 0 && n % self.opts.fail_every == 0 {
+            return true;
+        }
+        self.opts.fail_rate > 0.0 && self.random_unit() < self.opts.fail_rate
+    }
+
+    /// Uniform number in [0, 1) from a lock-free xorshift64.
+    fn random_unit(&self) -> f64 {
+        let step = |mut x: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let prev = self
+            .rng
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x)))
+            .unwrap_or(1);
+        (step(prev) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chat(&self, request: &mut Request, api: Api) -> Reply {
+        // Read the body first, whatever happens next, so the connection stays
+        // usable for the next request.
+        let mut body = Vec::new();
+        let read = request.as_reader().read_to_end(&mut body);
+        if let Some(reply) = self.check_auth(request, api) {
+            return reply;
+        }
+        let n = self.chat_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.should_fail(n) {
+            let message = format!("mock {}: simulated outage", self.opts.name);
+            return match api {
+                Api::OpenAi => openai_error(503, &message, "server_error", None, None),
+                Api::Anthropic => anthropic_error(529, "overloaded_error", &message),
+            };
+        }
+        let parsed = match read {
+            Ok(_) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let body = match parsed {
+            Ok(body @ Value::Object(_)) => body,
+            Ok(_) => return bad_request(api, "request body must be a JSON object", None),
+            Err(e) => {
+                return bad_request(api, &format!("could not parse the JSON body: {e}"), None);
+            }
+        };
+        let Some(model) = body.get("model").and_then(Value::as_str) else {
+            return bad_request(api, "you must provide a `model` string", Some("model"));
+        };
+        let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+            return bad_request(api, "you must provide a `messages` array", Some("messages"));
+        };
+        // The real Anthropic API has no default for max_tokens; insisting on
+        // it here catches a proxy that forgets to fill it in.
+        if api == Api::Anthropic && !body.get("max_tokens").is_some_and(Value::is_u64) {
+            return bad_request(api, "max_tokens: Field required", Some("max_tokens"));
+        }
+
+        let call = Call {
+            n,
+            name: &self.opts.name,
+            model,
+            created: unix_now(),
+            stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+            include_usage: body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true),
+            tool: first_tool_name(&body, api),
+            said: last_user_text(messages),
+            prompt_tokens: (serde_json::to_string(messages).map_or(0, |s| s.len()) / 4).max(1),
+            chunks: self.opts.stream_chunks,
+        };
+        match (api, call.stream) {
+            (Api::OpenAi, false) => Reply::Json(200, call.openai_completion()),
+            (Api::OpenAi, true) => Reply::Stream(call.openai_stream()),
+            (Api::Anthropic, false) => Reply::Json(200, call.anthropic_message()),
+            (Api::Anthropic, true) => Reply::Stream(call.anthropic_stream()),
+        }
+    }
+}
+
+/// Everything needed to render one successful chat answer.
+struct Call<'a> {
+    n: u64,
+    name: &'a str,
+    model: &'a str,
+    created: u64,
+    stream: bool,
+    include_usage: bool,
+    /// Name of the first tool offered, if any: the mock then calls it.
+    tool: Option<String>,
+    /// Start of the last user message, echoed back.
+    said: String,
+    prompt_tokens: usize,
+    chunks: usize,
+}
+
+impl Call<'_> {
+    fn openai_id(&self) -> String {
+        format!("chatcmpl-mock-{}", self.n)
+    }
+
+    fn greeting(&self) -> String {
+        format!("Hello from {}! You said: \"{}\". ", self.name, self.said)
+    }
+
+    /// Content of the `i`th streamed delta: the words of the greeting and the
+    /// lorem text, cycled, so the joined stream reads "Hello from NAME! ...".
+    fn stream_piece(words: &[&str], i: usize) -> String {
+        let word = words[i % words.len()];
+        if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        }
+    }
+
+    fn stream_words(&self) -> Vec<String> {
+        let text = format!("Hello from {}! {LOREM}", self.name);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        (0..self.chunks)
+            .map(|i| Self::stream_piece(&words, i))
+            .collect()
+    }
+
+    fn openai_completion(&self) -> Vec<u8> {
+        let (message, finish_reason, completion_tokens) = match &self.tool {
+            Some(tool) => (
+                json!({
+                    "role": "assistant",
+                    "content": null,
+                    "refusal": null,
+                    "tool_calls": [{
+                        "id": "call_mock_1",
+                        "type": "function",
+                        "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+                    }],
+                }),
+                "tool_calls",
+                12,
+            ),
+            None => (Value::Null, "stop", 0),
+        };
+        let render = |message: Value, completion_tokens: usize| {
+            json_bytes(&json!({
+                "id": self.openai_id(),
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{
+                    "index": 0,
+                    "message": message,
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }],
+                "usage": {
+                    "prompt_tokens": self.prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": self.prompt_tokens + completion_tokens,
+                },
+                "system_fingerprint": "fp_mock",
+            }))
+        };
+        if self.tool.is_some() {
+            return render(message, completion_tokens);
+        }
+
+        // Pad the content with lorem text so the body is TARGET_BODY_BYTES.
+        // The padding is plain ASCII (no JSON escapes), so each character
+        // adds one byte; completion_tokens is estimated first so that its
+        // digits are already counted.
+        let text_message =
+            |content: &str| json!({"role": "assistant", "content": content, "refusal": null});
+        let greeting = self.greeting();
+        let bare = render(text_message(&greeting), 0).len();
+        let estimate = (greeting.len() + TARGET_BODY_BYTES.saturating_sub(bare)) / 4;
+        let with_usage = render(text_message(&greeting), estimate).len();
+        let padding = TARGET_BODY_BYTES.saturating_sub(with_usage);
+        let content: String = greeting
+            .chars()
+            .chain(LOREM.chars().chain(" ".chars()).cycle().take(padding))
+            .collect();
+        render(text_message(&content), estimate)
+    }
+
+    fn openai_stream(&self) -> Vec<String> {
+        let id = self.openai_id();
+        let chunk = |delta: Value, finish_reason: Option<&str>| {
+            sse_data(&json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_mock",
+                "choices": [{
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }],
+            }))
+        };
+
+        let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        let completion_tokens = match &self.tool {
+            Some(tool) => {
+                frames.push(chunk(
+                    json!({"tool_calls": [{
+                        "index": 0,
+                        "id": "call_mock_1",
+                        "type": "function",
+                        "function": {"name": tool, "arguments": ""},
+                    }]}),
+                    None,
+                ));
+                for fragment in TOOL_ARGUMENT_FRAGMENTS {
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}),
+                        None,
+                    ));
+                }
+                frames.push(chunk(json!({}), Some("tool_calls")));
+                12
+            }
+            None => {
+                for piece in self.stream_words() {
+                    frames.push(chunk(json!({"content": piece}), None));
+                }
+                frames.push(chunk(json!({}), Some("stop")));
+                self.chunks
+            }
+        };
+        if self.include_usage {
+            frames.push(sse_data(&json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_mock",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": self.prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": self.prompt_tokens + completion_tokens,
+                },
+            })));
+        }
+        frames.push("data: [DONE]\n\n".to_string());
+        frames
+    }
+
+    fn anthropic_message(&self) -> Vec<u8> {
+        let (content, stop_reason) = match &self.tool {
+            Some(tool) => (
+                json!([{
+                    "type": "tool_use",
+                    "id": "toolu_mock_1",
+                    "name": tool,
+                    "input": {"location": "Paris"},
+                }]),
+                "tool_use",
+            ),
+            None => (
+                json!([{"type": "text", "text": format!("{}{LOREM}", self.greeting())}]),
+                "end_turn",
+            ),
+        };
+        json_bytes(&json!({
+            "id": format!("msg_mock_{}", self.n),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 20},
+        }))
+    }
+
+    fn anthropic_stream(&self) -> Vec<String> {
+        let mut frames = vec![sse_event(
+            "message_start",
+            &json!({
+                "type": "message_start",
+                "message": {
+                    "id": format!("msg_mock_{}", self.n),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": [],
+                    "stop_reason": null,
+                    "stop_sequence": null,
+                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                },
+            }),
+        )];
+        let block_start = |block: Value| {
+            sse_event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            )
+        };
+        let block_delta = |delta: Value| {
+            sse_event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+            )
+        };
+        let stop_reason = match &self.tool {
+            Some(tool) => {
+                frames.push(block_start(json!({
+                    "type": "tool_use", "id": "toolu_mock_1", "name": tool, "input": {},
+                })));
+                frames.push(sse_event("ping", &json!({"type": "ping"})));
+                for fragment in TOOL_ARGUMENT_FRAGMENTS {
+                    frames.push(block_delta(
+                        json!({"type": "input_json_delta", "partial_json": fragment}),
+                    ));
+                }
+                "tool_use"
+            }
+            None => {
+                frames.push(block_start(json!({"type": "text", "text": ""})));
+                frames.push(sse_event("ping", &json!({"type": "ping"})));
+                for piece in self.stream_words() {
+                    frames.push(block_delta(json!({"type": "text_delta", "text": piece})));
+                }
+                "end_turn"
+            }
+        };
+        frames.push(sse_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+        frames.push(sse_event(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+                "usage": {"output_tokens": 20},
+            }),
+        ));
+        frames.push(sse_event("message_stop", &json!({"type": "message_stop"})));
+        frames
+    }
+}
+
+/// Writes a reply after `delay`, pausing `interval` between SSE events.
+/// Write errors mean the client went away; there is nobody left to tell.
+fn send(request: Request, reply: Reply, delay: Duration, interval: Duration) {
+    if !delay.is_zero() {
+        thread::sleep(delay);
+    }
+    match reply {
+        Reply::Json(status, body) => {
+            let len = body.len();
+            let response = Response::new(
+                status.into(),
+                vec![content_type("application/json")],
+                Cursor::new(body),
+                Some(len),
+                None,
+            );
+            let _ = request.respond(response);
+        }
+        Reply::Stream(frames) => {
+            let _ = write_stream(request, &frames, interval);
+        }
+    }
+}
+
+/// Streams SSE frames with every event flushed on its own.
+///
+/// tiny_http's `Response` copies an unsized body through an 8 KiB buffer, so
+/// events would reach the client in bursts. Instead the status line, headers
+/// and chunked framing are written by hand on the raw connection writer.
+/// HTTP/1.0 clients get a close-delimited body instead of chunks.
+fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::Result<()> {
+    let chunked = *request.http_version() >= HTTPVersion(1, 1);
+    let close = !chunked
+        || header(&request, "Connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+    let mut out = request.into_writer();
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n",
+    );
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.flush()?;
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 && !interval.is_zero() {
+            thread::sleep(interval);
+        }
+        if chunked {
+            write!(out, "{:x}\r\n{frame}\r\n", frame.len())?;
+        } else {
+            out.write_all(frame.as_bytes())?;
+        }
+        out.flush()?;
+    }
+    if chunked {
+        out.write_all(b"0\r\n\r\n")?;
+    }
+    out.flush()
+}
+
+fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+fn content_type(value: &str) -> Header {
+    Header::from_bytes("Content-Type", value).expect("static header is valid")
+}
+
+fn json_bytes(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a Value always serializes")
+}
+
+fn sse_data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+fn sse_event(name: &str, value: &Value) -> String {
+    format!("event: {name}\ndata: {value}\n\n")
+}
+
+fn openai_error(
+    status: u16,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Reply {
+    Reply::Json(
+        status,
+        json_bytes(&json!({
+            "error": {"message": message, "type": kind, "param": param, "code": code},
+        })),
+    )
+}
+
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+    Reply::Json(
+        status,
+        json_bytes(&json!({"type": "error", "error": {"type": kind, "message": message}})),
+    )
+}
+
+fn bad_request(api: Api, message: &str, param: Option<&str>) -> Reply {
+    match api {
+        Api::OpenAi => openai_error(400, message, "invalid_request_error", param, None),
+        Api::Anthropic => anthropic_error(400, "invalid_request_error", message),
+    }
+}
+
+/// Name of the first tool offered: `tools[0].function.name` for OpenAI,
+/// `tools[0].name` for Anthropic. `None` when no tools are offered.
+fn first_tool_name(body: &Value, api: Api) -> Option<String> {
+    let first = body.get("tools")?.as_array()?.first()?;
+    let name = match api {
+        Api::OpenAi => first.pointer("/function/name"),
+        Api::Anthropic => first.get("name"),
+    };
+    Some(name.and_then(Value::as_str).unwrap_or("tool").to_string())
+}
+
+/// First 40 characters of the last user message's text (string content or
+/// the first text part of a content array).
+fn last_user_text(messages: &[Value]) -> String {
+    let Some(last) = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return String::new();
+    };
+    let text = match last.get("content") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .find_map(|p| p.get("text").and_then(Value::as_str))
+            .unwrap_or(""),
+        _ => "",
+    };
+    text.chars().take(40).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,307 @@
+//! The `llm-proxy` binary: flags, `--check-config`, and what reaches the
+//! log (request lines, failed attempts, and never an API key).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-proxy");
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(text: &str) -> tempfile::TempPath {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.into_temp_path()
+}
+
+#[test]
+fn version_help_and_bad_arguments() {
+    let (code, out, _) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("llm-proxy "), "{out}");
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in ["--config", "--host", "--port", "--check-config"] {
+        assert!(out.contains(flag), "{out}");
+    }
+    let (code, _, err) = run(&["--frobnicate"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--frobnicate"), "{err}");
+    let (code, _, err) = run(&[], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--config"), "{err}");
+}
+
+#[test]
+fn check_config_prints_a_redacted_summary() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml");
+    let key = "sk-proj-check-config-secret-123";
+    let (code, out, err) = run(
+        &["--config", example, "--check-config"],
+        &[("OPENAI_API_KEY", key)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("config OK"), "{out}");
+    assert!(out.contains("gpt-4o-mini"), "{out}");
+    assert!(out.contains("api_key=set (redacted)"), "{out}");
+    assert!(!out.contains(key) && !err.contains(key));
+
+    // Missing variable: non-zero, naming the variable and the key.
+    let (code, _, err) = Command::new(BIN)
+        .args(["--config", example, "--check-config"])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("OPENAI_API_KEY"), "{err}");
+    assert!(err.contains("providers.openai.api_key"), "{err}");
+
+    let bad =
+        write_config("providers: {}\nmodels:\n  m:\n    providers:\n      nope: {priority: 0}\n");
+    let (code, _, err) = run(&["--config", bad.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("models.m.providers.nope: no such provider"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&["--config", "/nonexistent.yaml"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent.yaml"), "{err}");
+}
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Running {
+    fn start(config: &str, extra: &[&str]) -> (Running, String) {
+        let mut child = Command::new(BIN)
+            .args(["--config", config, "--host", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("LLM_PROXY_LOG", "debug")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Running {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        };
+        let line = r.wait_for("listening on http://");
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        (r, url)
+    }
+
+    /// Block until a log line containing `needle` arrives.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}; got {:?}", self.log));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn logs_each_request_and_failure_but_never_a_key() {
+    let key_a = "sk-proj-AAAAsecretAAAA-0123456789";
+    let key_b = "sk-ant-BBBBsecretBBBB-9876543210";
+    let a = Fake::new(Reply::error(
+        401,
+        &format!("Incorrect API key provided: {key_a}"),
+    ));
+    let b = Fake::new(Reply::error(
+        500,
+        &format!("internal error for key {key_b}"),
+    ));
+    let cfg = write_config(&format!(
+        r#"
+server: {{port: 1}}
+providers:
+  alpha:
+    type: openai
+    api_key: ${{TEST_KEY_A}}
+    base_url: {}
+  beta:
+    type: openai
+    api_key: ${{TEST_KEY_B}}
+    base_url: {}
+models:
+  gpt-4:
+    providers:
+      alpha: {{priority: 0}}
+      beta: {{priority: 1}}
+"#,
+        a.base_url(),
+        b.base_url()
+    ));
+    // The keys come from the environment, as in production.
+    run_with_keys(&cfg, key_a, key_b, |run, url| {
+        let client = agent();
+        let r = client
+            .post(format!("{url}/v1/chat/completions"))
+            .header("x-request-id", "log-test-1")
+            .send(chat_body("gpt-4", false))
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let body = r.into_body().read_to_string().unwrap();
+        assert!(!body.contains(key_a) && !body.contains(key_b), "{body}");
+        assert!(body.contains("[redacted]"), "{body}");
+
+        // The upstreams did get the real keys.
+        assert_eq!(
+            a.requests()[0].header("authorization").unwrap(),
+            format!("Bearer {key_a}")
+        );
+        let line = run.wait_for("log-test-1 POST /v1/chat/completions");
+        for part in [
+            "model=gpt-4",
+            "provider=beta",
+            "attempts=2",
+            "status=503",
+            "ms",
+        ] {
+            assert!(line.contains(part), "{line}");
+        }
+        let r = client
+            .post(format!("{url}/v1/chat/completions"))
+            .header("x-request-id", "log-test-2")
+            .send(chat_body("gpt-4", true))
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        run.wait_for("log-test-2 POST");
+    });
+}
+
+/// Start the binary with the two keys in its environment, run `f`, then
+/// check everything it logged.
+fn run_with_keys(
+    cfg: &tempfile::TempPath,
+    key_a: &str,
+    key_b: &str,
+    f: impl FnOnce(&mut Running, &str),
+) {
+    let mut child = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--port", "0"])
+        .env("LLM_PROXY_LOG", "trace")
+        .env("TEST_KEY_A", key_a)
+        .env("TEST_KEY_B", key_b)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut run = Running {
+        child,
+        lines: rx,
+        log: Vec::new(),
+    };
+    let line = run.wait_for("listening on http://");
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    f(&mut run, &url);
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    reader.join().unwrap();
+    while let Ok(l) = run.lines.try_recv() {
+        run.log.push(l);
+    }
+    let all = run.log.join("\n");
+    assert!(
+        all.contains("provider alpha failed") && all.contains("provider beta failed"),
+        "warn lines for each failed attempt:\n{all}"
+    );
+    assert!(all.contains("WARN"), "{all}");
+    for key in [key_a, key_b] {
+        assert!(!all.contains(key), "a key reached the log:\n{all}");
+        // Not even a fragment long enough to matter.
+        assert!(
+            !all.contains(&key[..16]),
+            "a key fragment reached the log:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn flags_override_the_config_and_the_demo_config_serves() {
+    let fake = Fake::ok("hello");
+    let cfg = write_config(&format!(
+        "server: {{host: 0.0.0.0, port: 1}}\nproviders:\n  p:\n    type: openai\n    base_url: {}\nmodels:\n  m:\n    providers:\n      p: {{priority: 0}}\n",
+        fake.base_url()
+    ));
+    let (mut run, url) = Running::start(cfg.to_str().unwrap(), &[]);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let r = agent().get(format!("{url}/health")).call().unwrap();
+    assert_eq!(r.status(), 200);
+    run.wait_for("GET /health");
+}

@@ -1,0 +1,194 @@
+//! Config loading: environment expansion and the validation messages, each
+//! naming the YAML path it is about.
+
+use std::time::Duration;
+
+use llm_proxy::Config;
+
+fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn load(yaml: &str) -> Result<Config, String> {
+    Config::from_yaml_with_env(yaml, &env(&[("KEY", "sk-from-env"), ("PORT", "9123")]))
+        .map_err(|e| e.to_string())
+}
+
+fn err(yaml: &str) -> String {
+    match load(yaml) {
+        Ok(_) => panic!("config unexpectedly valid:\n{yaml}"),
+        Err(e) => e,
+    }
+}
+
+const GOOD: &str = r#"
+server:
+  port: ${PORT:-8000}
+  workers: 16
+failover:
+  max_failures: 5
+  cooldown: 30
+providers:
+  openai:
+    type: openai
+    api_key: ${KEY}
+    base_url: ${BASE:-https://api.openai.com/v1/}
+    timeout: 10
+  local:
+    type: openai
+    base_url: http://127.0.0.1:11434/v1
+models:
+  gpt-4:
+    providers:
+      openai:
+        priority: 0
+        model_id: gpt-4-0613
+      local:
+        priority: 1
+  llama:
+    providers:
+      local: {priority: 0, model_id: llama3}
+"#;
+
+#[test]
+fn a_valid_config_with_env_expansion_and_defaults() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.server.port, 9123, "a number from ${{PORT}}");
+    assert_eq!(c.server.host, "127.0.0.1");
+    assert_eq!(c.server.workers, 16);
+    assert_eq!(c.failover.max_failures, 5);
+    assert_eq!(c.failover.cooldown, Duration::from_secs(30));
+    let openai = c.provider("openai").unwrap();
+    assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-from-env");
+    assert_eq!(
+        openai.base_url, "https://api.openai.com/v1",
+        "default, no slash"
+    );
+    assert_eq!(openai.timeout, Duration::from_secs(10));
+    assert_eq!(openai.stream_timeout, Duration::from_secs(600));
+    let local = c.provider("local").unwrap();
+    assert!(local.api_key.is_none());
+    assert_eq!(local.timeout, Duration::from_secs(60));
+    let m = &c.models["gpt-4"];
+    assert_eq!(m.routes.len(), 2);
+    assert_eq!(c.providers[m.routes[0].provider].name, "openai");
+    assert_eq!(m.routes[0].model_id, "gpt-4-0613");
+    assert_eq!(
+        m.routes[1].model_id, "gpt-4",
+        "model_id defaults to the name"
+    );
+    // The summary never shows the key.
+    let s = c.summary();
+    assert!(!s.contains("sk-from-env"), "{s}");
+    assert!(s.contains("api_key=set (redacted)"), "{s}");
+    assert!(!format!("{c:?}").contains("sk-from-env"));
+}
+
+#[test]
+fn defaults_when_sections_are_missing() {
+    let c = load(
+        "providers:\n  p:\n    type: openai\nmodels:\n  m:\n    providers:\n      p:\n        priority: 0\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.port, 8000);
+    assert_eq!(c.server.workers, 1024);
+    assert_eq!(c.failover.max_failures, 3);
+    assert_eq!(c.failover.cooldown, Duration::from_secs(600));
+    assert_eq!(c.providers[0].base_url, "https://api.openai.com/v1");
+}
+
+#[test]
+fn an_unset_variable_names_the_variable_and_the_path() {
+    let e = err(&GOOD.replace("${KEY}", "${MISSING_KEY}"));
+    assert!(e.contains("providers.openai.api_key"), "{e}");
+    assert!(e.contains("MISSING_KEY"), "{e}");
+}
+
+#[test]
+fn validation_messages_name_the_yaml_path() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "server:\n  port: ${PORT:-8000}",
+            "server:\n  port: 8000\n  bogus: 1",
+            &["bogus"],
+        ),
+        (
+            "    timeout: 10",
+            "    timeout: 10\n    colour: red",
+            &["colour"],
+        ),
+        (
+            "      local: {priority: 0, model_id: llama3}",
+            "      backup: {priority: 0}",
+            &["models.llama.providers.backup", "no such provider"],
+        ),
+        (
+            "      local:\n        priority: 1",
+            "      local:\n        priority: 0",
+            &[
+                "models.gpt-4.providers.",
+                ".priority: priority 0 is already used by provider",
+            ],
+        ),
+        (
+            "    base_url: http://127.0.0.1:11434/v1",
+            "    base_url: localhost:11434",
+            &["providers.local.base_url", "http://"],
+        ),
+        (
+            "    base_url: http://127.0.0.1:11434/v1",
+            "    base_url: http://host:99999/v1",
+            &["providers.local.base_url", "port"],
+        ),
+        (
+            "    type: openai\n    base_url: http://127",
+            "    type: gemini\n    base_url: http://127",
+            &["gemini"],
+        ),
+        ("  cooldown: 30", "  cooldown: -1", &["failover.cooldown"]),
+        (
+            "  max_failures: 5",
+            "  max_failures: 0",
+            &["failover.max_failures"],
+        ),
+        ("  workers: 16", "  workers: 0", &["server.workers"]),
+        ("    timeout: 10", "    timeout: soon", &["timeout", "soon"]),
+    ];
+    for (from, to, needles) in cases {
+        assert!(GOOD.contains(from), "bad test case: {from}");
+        let e = err(&GOOD.replacen(from, to, 1));
+        for n in *needles {
+            assert!(e.contains(n), "expected {n:?} in: {e}");
+        }
+    }
+}
+
+#[test]
+fn models_need_providers() {
+    let e = err("providers:\n  p:\n    type: openai\nmodels:\n  m:\n    providers: {}\n");
+    assert!(e.contains("models.m.providers"), "{e}");
+    let e = err("providers:\n  p:\n    type: openai\nmodels: {}\n");
+    assert!(e.contains("models"), "{e}");
+    let e = err("");
+    assert!(e.contains("empty"), "{e}");
+    let e = err("providers: [1, 2");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    for path in ["config/config.yaml", "config/demo.yaml"] {
+        let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&full).unwrap();
+        // Keys come from the environment; everything else has a default.
+        let c = Config::from_yaml_with_env(&text, &|k| {
+            k.ends_with("_KEY").then(|| "test-value".to_string())
+        });
+        assert!(c.is_ok(), "{path}: {}", c.err().unwrap());
+    }
+}

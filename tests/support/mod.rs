@@ -1,0 +1,556 @@
+//! Test support: scripted fake upstreams (real HTTP servers on 127.0.0.1:0
+//! that record what they received) and a proxy started in-process.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A one-shot signal a test can open, and a fake upstream can wait on.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+    /// Wait until opened (or `max`, so a broken test cannot hang forever).
+    pub fn wait(&self, max: Duration) -> bool {
+        let g = self.0.0.lock().unwrap();
+        let (g, _) = self.0.1.wait_timeout_while(g, max, |o| !*o).unwrap();
+        *g
+    }
+}
+
+/// How a stream ends.
+#[derive(Clone)]
+pub enum End {
+    /// `data: [DONE]` and a clean end of the body.
+    Done,
+    /// The connection is closed in the middle of the body.
+    Cut,
+    /// Wait for the gate, then `Done`.
+    DoneAfter(Gate),
+    /// Send nothing more until the gate opens, then close.
+    HangUntil(Gate),
+}
+
+/// What the fake answers to one request.
+#[derive(Clone)]
+pub enum Reply {
+    Json {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    /// Raw SSE events (each a full `data: ...\n\n` text), sent as chunks.
+    Stream {
+        events: Vec<String>,
+        /// Wait for this gate before each event after the first.
+        pace: Option<Vec<Gate>>,
+        end: End,
+    },
+    /// Read the request and never answer until the gate opens; then close.
+    Hang(Gate),
+    /// Close the connection without answering.
+    Close,
+    /// Wait, then answer.
+    Delay(Duration, Box<Reply>),
+    /// Wait for the gate, then answer.
+    After(Gate, Box<Reply>),
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Reply {
+        Reply::Json {
+            status,
+            body: body.to_string(),
+            headers: vec![],
+        }
+    }
+    pub fn raw(status: u16, body: &str) -> Reply {
+        Reply::Json {
+            status,
+            body: body.to_string(),
+            headers: vec![],
+        }
+    }
+    pub fn with_header(self, k: &str, v: &str) -> Reply {
+        match self {
+            Reply::Json {
+                status,
+                body,
+                mut headers,
+            } => {
+                headers.push((k.into(), v.into()));
+                Reply::Json {
+                    status,
+                    body,
+                    headers,
+                }
+            }
+            other => other,
+        }
+    }
+    /// A valid `chat.completion` with this content.
+    pub fn completion(content: &str) -> Reply {
+        Reply::json(200, completion_body(content))
+    }
+    /// An OpenAI-shaped error.
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply::json(
+            status,
+            json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": null}}),
+        )
+    }
+    /// A stream of content deltas, then `end`.
+    pub fn chunks(parts: &[&str], end: End) -> Reply {
+        Reply::Stream {
+            events: chunk_events(parts),
+            pace: None,
+            end,
+        }
+    }
+}
+
+pub fn completion_body(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "upstream-model",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    })
+}
+
+pub fn chunk_events(parts: &[&str]) -> Vec<String> {
+    parts
+        .iter()
+        .map(|p| {
+            let c = json!({
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": "upstream-model",
+                "choices": [{"index": 0, "delta": {"content": p}, "logprobs": null, "finish_reason": null}]
+            });
+            format!("data: {c}\n\n")
+        })
+        .collect()
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("upstream got JSON")
+    }
+}
+
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    received: Mutex<Vec<Received>>,
+    arrived: Condvar,
+    connections: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A scripted upstream. Replies are taken from the script in order; when it
+/// is empty, the default reply is used.
+pub struct Fake {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Fake {
+    pub fn new(default: Reply) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(default),
+            received: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            connections: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                thread::spawn(move || serve(conn, &s));
+            }
+        });
+        Fake { addr, shared }
+    }
+
+    /// A fake that answers every request with a completion saying `content`.
+    pub fn ok(content: &str) -> Fake {
+        Fake::new(Reply::completion(content))
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn push(&self, r: Reply) -> &Fake {
+        self.shared.script.lock().unwrap().push_back(r);
+        self
+    }
+
+    pub fn set_default(&self, r: Reply) {
+        *self.shared.default.lock().unwrap() = r;
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Block until at least `n` requests have arrived.
+    pub fn wait_for(&self, n: usize) {
+        let g = self.shared.received.lock().unwrap();
+        let (g, _) = self
+            .shared
+            .arrived
+            .wait_timeout_while(g, Duration::from_secs(20), |r| r.len() < n)
+            .unwrap();
+        assert!(
+            g.len() >= n,
+            "expected {n} upstream requests, got {}",
+            g.len()
+        );
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(conn: TcpStream, s: &Shared) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let Some(req) = read_request(&mut reader) else {
+            return;
+        };
+        let reply = s
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| s.default.lock().unwrap().clone());
+        {
+            let mut r = s.received.lock().unwrap();
+            r.push(req);
+            s.arrived.notify_all();
+        }
+        if !answer(&mut conn, reply) {
+            return;
+        }
+    }
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Received {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Returns whether the connection can be used for another request.
+fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
+    match reply {
+        Reply::Json {
+            status,
+            body,
+            headers,
+        } => {
+            let mut head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            head.push_str(&body);
+            conn.write_all(head.as_bytes()).is_ok()
+        }
+        Reply::Stream { events, pace, end } => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if conn.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            for (i, e) in events.iter().enumerate() {
+                if i > 0 {
+                    if let Some(g) = pace.as_ref().and_then(|p| p.get(i - 1)) {
+                        g.wait(Duration::from_secs(20));
+                    }
+                }
+                if write_chunk(conn, e.as_bytes()).is_err() {
+                    return false;
+                }
+            }
+            match end {
+                End::Done => finish_stream(conn),
+                End::DoneAfter(g) => {
+                    g.wait(Duration::from_secs(20));
+                    finish_stream(conn)
+                }
+                End::Cut => {
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                    false
+                }
+                End::HangUntil(g) => {
+                    g.wait(Duration::from_secs(60));
+                    false
+                }
+            }
+        }
+        Reply::Hang(g) => {
+            g.wait(Duration::from_secs(60));
+            false
+        }
+        Reply::Close => false,
+        Reply::Delay(d, r) => {
+            thread::sleep(d);
+            answer(conn, *r)
+        }
+        Reply::After(g, r) => {
+            g.wait(Duration::from_secs(20));
+            answer(conn, *r)
+        }
+    }
+}
+
+fn write_chunk(conn: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    let mut b = format!("{:x}\r\n", data.len()).into_bytes();
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n");
+    conn.write_all(&b)?;
+    conn.flush()
+}
+
+fn finish_stream(conn: &mut TcpStream) -> bool {
+    write_chunk(conn, b"data: [DONE]\n\n").is_ok() && conn.write_all(b"0\r\n\r\n").is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// The proxy under test.
+
+pub struct Proxy {
+    pub handle: Option<llm_proxy::Handle>,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    pub fn start(yaml: &str) -> Proxy {
+        Proxy::start_with_hook(yaml, None)
+    }
+
+    pub fn start_with_hook(yaml: &str, hook: Option<llm_proxy::Hook>) -> Proxy {
+        let mut config = llm_proxy::Config::from_yaml(yaml).expect("test config is valid");
+        config.server.port = 0;
+        let handle = llm_proxy::start(config, hook).expect("proxy starts");
+        let addr = handle.addr();
+        Proxy {
+            handle: Some(handle),
+            url: format!("http://{addr}"),
+            addr,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        let resp = agent()
+            .get(format!("{}{path}", self.url))
+            .call()
+            .expect("proxy answers");
+        Resp::read(resp)
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.post_with(path, body, &[])
+    }
+
+    pub fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut rb = agent()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::read(rb.send(body).expect("proxy answers"))
+    }
+
+    /// POST a chat request for `model` with one user message.
+    pub fn chat(&self, model: &str) -> Resp {
+        self.post("/v1/chat/completions", &chat_body(model, false))
+    }
+
+    /// Open a streaming chat request; the body is read by the caller.
+    pub fn open_stream(&self, model: &str) -> ureq::http::Response<ureq::Body> {
+        agent()
+            .post(format!("{}/v1/chat/completions", self.url))
+            .header("content-type", "application/json")
+            .send(chat_body(model, true))
+            .expect("proxy answers")
+    }
+}
+
+pub fn chat_body(model: &str, stream: bool) -> String {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    fn read(resp: ureq::http::Response<ureq::Body>) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = resp.into_body().read_to_string().unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// Assert the OpenAI error shape and return the error object.
+    pub fn error(&self) -> Value {
+        let v = self.json();
+        let e = v
+            .get("error")
+            .unwrap_or_else(|| panic!("no error: {v}"))
+            .clone();
+        for k in ["message", "type", "param", "code"] {
+            assert!(e.get(k).is_some(), "error lacks {k}: {e}");
+        }
+        assert!(e["message"].is_string() && e["type"].is_string(), "{e}");
+        e
+    }
+}
+
+/// Read SSE `data:` payloads from a streaming response until the body ends,
+/// calling `each` with every payload as it arrives.
+pub fn read_events(
+    resp: ureq::http::Response<ureq::Body>,
+    mut each: impl FnMut(&str),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let reader = BufReader::new(resp.into_body().into_reader());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Some(d) = line.strip_prefix("data: ") {
+            each(d);
+            out.push(d.to_string());
+        }
+    }
+    out
+}
+
+/// Time since `start` in ms, for messages.
+pub fn ms(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}
