@@ -119,6 +119,8 @@ struct RawProvider {
     base_url: Option<String>,
     timeout: Option<Value>,
     stream_timeout: Option<Value>,
+    /// azure only.
+    api_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,12 +227,15 @@ pub struct FailoverConfig {
 pub enum ProviderKind {
     /// OpenAI or any server speaking the OpenAI Chat Completions API.
     OpenAi,
+    /// Azure OpenAI: deployment in the path, `api-version` query, `api-key` header.
+    Azure,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Azure => "azure",
         }
     }
 }
@@ -244,6 +249,8 @@ pub struct ProviderConfig {
     pub base_url: String,
     pub timeout: Duration,
     pub stream_timeout: Duration,
+    /// Azure: the `api-version` query parameter.
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -461,19 +468,47 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
         let path = format!("providers.{name}");
         let kind = match p.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
+            "azure" => ProviderKind::Azure,
             other => {
                 return Err(err(
                     &format!("{path}.type"),
-                    format!("unknown provider type {other:?} (expected one of: openai)"),
+                    format!("unknown provider type {other:?} (expected one of: openai, azure)"),
                 ));
             }
         };
-        let default_base = match kind {
-            ProviderKind::OpenAi => defaults::OPENAI_BASE_URL,
+        let only_for = |field: &str, set: bool, kinds: &[ProviderKind]| {
+            if set && !kinds.contains(&kind) {
+                return Err(err(
+                    &format!("{path}.{field}"),
+                    format!("not used by type {}", kind.as_str()),
+                ));
+            }
+            Ok(())
         };
-        let base = x
-            .string(&format!("{path}.base_url"), p.base_url)?
-            .unwrap_or_else(|| default_base.to_string());
+        only_for(
+            "api_version",
+            p.api_version.is_some(),
+            &[ProviderKind::Azure],
+        )?;
+        let api_version = x.string(&format!("{path}.api_version"), p.api_version)?;
+        let base = x.string(&format!("{path}.base_url"), p.base_url)?;
+        let base = match kind {
+            ProviderKind::OpenAi => base.unwrap_or_else(|| defaults::OPENAI_BASE_URL.into()),
+            ProviderKind::Azure => {
+                if api_version.as_deref().is_none_or(str::is_empty) {
+                    return Err(err(
+                        &format!("{path}.api_version"),
+                        "is required for type azure (for example 2024-10-21)",
+                    ));
+                }
+                base.ok_or_else(|| {
+                    err(
+                        &format!("{path}.base_url"),
+                        "is required for type azure (https://RESOURCE.openai.azure.com)",
+                    )
+                })?
+            }
+        };
         providers.push(ProviderConfig {
             kind,
             api_key: x
@@ -491,6 +526,7 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
                 p.stream_timeout,
                 defaults::STREAM_TIMEOUT_SECS,
             )?,
+            api_version,
             name,
         });
     }

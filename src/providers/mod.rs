@@ -2,6 +2,7 @@
 //! kind, and the HTTP plumbing every provider shares: one ureq agent per
 //! provider, error classification, `Retry-After` parsing.
 
+mod azure;
 mod openai;
 
 use std::io::{BufRead, BufReader, Read};
@@ -42,6 +43,7 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     let upstream = Upstream::new(cfg, pool_size);
     match cfg.kind {
         ProviderKind::OpenAi => Box::new(openai::OpenAi::new(upstream)),
+        ProviderKind::Azure => Box::new(azure::new(upstream, cfg)),
     }
 }
 

@@ -1,4 +1,4 @@
-//! OpenAI and every OpenAI-compatible server: the request goes out as the
+//! OpenAI and every OpenAI-compatible server (Azure OpenAI included): the request goes out as the
 //! client sent it (with `model` replaced), the answer comes back unchanged
 //! once it has been checked to be what the API promises.
 
@@ -15,26 +15,85 @@ use crate::sse::{self, SseReader};
 
 pub struct OpenAi {
     up: Upstream,
-    url: String,
-    auth: Option<String>,
+    /// The URL is `{url_prefix}{model_id}{url_suffix}` when `model_in_url`,
+    /// else just `url_prefix` (the model travels in the body).
+    url_prefix: String,
+    url_suffix: String,
+    model_in_url: bool,
+    /// The auth header, name and value.
+    auth: Option<(&'static str, String)>,
 }
 
 impl OpenAi {
+    /// OpenAI and compatible servers: `POST {base_url}/chat/completions`
+    /// with `Authorization: Bearer KEY`.
     pub fn new(up: Upstream) -> OpenAi {
-        let url = format!("{}/chat/completions", up.base_url);
         let auth = up
             .api_key
             .as_ref()
-            .map(|k| format!("Bearer {}", k.expose()));
-        OpenAi { up, url, auth }
+            .map(|k| ("authorization", format!("Bearer {}", k.expose())));
+        OpenAi {
+            url_prefix: format!("{}/chat/completions", up.base_url),
+            url_suffix: String::new(),
+            model_in_url: false,
+            auth,
+            up,
+        }
+    }
+
+    /// A server that names the model (deployment) in the path and takes its
+    /// key in a header of its own (Azure OpenAI).
+    pub fn with_model_in_path(
+        up: Upstream,
+        url_prefix: String,
+        url_suffix: String,
+        auth_header: &'static str,
+    ) -> OpenAi {
+        let auth = up
+            .api_key
+            .as_ref()
+            .map(|k| (auth_header, k.expose().to_string()));
+        OpenAi {
+            url_prefix,
+            url_suffix,
+            model_in_url: true,
+            auth,
+            up,
+        }
+    }
+
+    fn url(&self, model_id: &str) -> String {
+        if self.model_in_url {
+            format!(
+                "{}{}{}",
+                self.url_prefix,
+                percent_encode_segment(model_id),
+                self.url_suffix
+            )
+        } else {
+            self.url_prefix.clone()
+        }
     }
 
     fn headers(&self) -> Vec<(&str, &str)> {
         match &self.auth {
-            Some(a) => vec![("authorization", a.as_str())],
+            Some((name, value)) => vec![(*name, value.as_str())],
             None => Vec::new(),
         }
     }
+}
+
+/// Percent-encode a URL path segment (RFC 3986 unreserved characters pass).
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Just enough of a `chat.completion` to know the body is one.
@@ -53,7 +112,9 @@ struct ChunkProbe {
 impl Provider for OpenAi {
     fn complete(&self, req: &ChatRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
         let body = req.to_upstream_json(model_id);
-        let resp = self.up.post(&self.url, &self.headers(), &body, false)?;
+        let resp = self
+            .up
+            .post(&self.url(model_id), &self.headers(), &body, false)?;
         let bytes = self.up.read_body(resp)?;
         if serde_json::from_slice::<CompletionProbe>(&bytes).is_err() {
             return Err(self
@@ -69,7 +130,9 @@ impl Provider for OpenAi {
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
         let body = req.to_upstream_json(model_id);
-        let resp = self.up.post(&self.url, &self.headers(), &body, true)?;
+        let resp = self
+            .up
+            .post(&self.url(model_id), &self.headers(), &body, true)?;
         let is_json = resp
             .headers()
             .get("content-type")
