@@ -326,7 +326,7 @@ impl Config {
                 Some(k) if !k.expose().is_empty() => "set (redacted)",
                 _ => "not set",
             };
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s",
                 p.name,
@@ -336,6 +336,10 @@ impl Config {
                 p.timeout.as_secs_f64(),
                 p.stream_timeout.as_secs_f64()
             );
+            if let Some(v) = &p.api_version {
+                let _ = write!(s, " api_version={v}");
+            }
+            s.push('\n');
         }
         let _ = writeln!(s, "models ({}):", self.models.len());
         for m in self.models.values() {
