@@ -315,7 +315,11 @@ fn translate_messages(
                         "text": text_only(Some(c), &format!("messages[{i}].content"))?,
                     }]),
                 };
-                let block = json!({"type": "tool_result", "tool_use_id": id, "content": result});
+                let block = json!({
+                    "type": "tool_result",
+                    "tool_use_id": tool_id(id),
+                    "content": result,
+                });
                 ("user", Content::Blocks(vec![block]))
             }
             other => {
@@ -501,9 +505,27 @@ fn assistant_content(m: &Value, i: usize) -> Result<Option<Content>, ProviderErr
                     )
                 })?
         };
-        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        blocks.push(json!({"type": "tool_use", "id": tool_id(id), "name": name, "input": input}));
     }
     Ok(Some(Content::Blocks(blocks)))
+}
+
+/// A tool call id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`). After a
+/// failover the conversation carries ids minted by another provider, and
+/// some use other characters (`functions.get_weather:0`); the mapping is the
+/// same for a call and its result, so they still match.
+fn tool_id(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() { "_".into() } else { clean }
 }
 
 fn translate_tool(i: usize, tool: &Value) -> Result<Value, ProviderError> {
@@ -1078,6 +1100,25 @@ mod tests {
         // Without tools there is nothing to choose from.
         let out = translate(json!({"model": "m", "messages": [user("x")], "tool_choice": "auto"}));
         assert!(out.get("tool_choice").is_none() && out.get("tools").is_none());
+    }
+
+    #[test]
+    fn foreign_tool_call_ids_are_made_acceptable_on_both_sides() {
+        let out = translate(json!({"model": "m", "messages": [
+            user("x"),
+            {"role": "assistant", "tool_calls": [{"id": "functions.get_weather:0", "type": "function",
+              "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "ok"}
+        ]}));
+        assert_eq!(
+            out["messages"][1]["content"][0]["id"],
+            "functions_get_weather_0"
+        );
+        assert_eq!(
+            out["messages"][2]["content"][0]["tool_use_id"],
+            "functions_get_weather_0"
+        );
+        assert_eq!(tool_id("toolu_01A-b"), "toolu_01A-b");
     }
 
     #[test]
