@@ -2,14 +2,17 @@
 # Check llm-proxy with the official OpenAI Python SDK (scripts/sdk_check.py).
 #
 # Starts one mock upstream on a free port and the proxy on another, with a
-# generated config, runs the checks, and stops both whatever happens.
+# generated config, runs the checks, and stops both whatever happens. The
+# mock speaks both APIs, so the config has two providers pointing at it: an
+# openai one (model gpt-4o-mini) and an anthropic one (model claude-sonnet,
+# translated by the proxy to and from /v1/messages).
 #
 #   scripts/sdk-check.sh
 #
 # Environment:
 #   LLM_PROXY_BIN, LLM_PROXY_MOCK_BIN   use these binaries (no build when both are set)
 #   SDK_VENV                            Python venv to use [default: target/sdk-venv]
-#   SDK_CHECK_MODELS                    passed on to sdk_check.py [default: gpt-4o-mini]
+#   SDK_CHECK_MODELS                    passed on to sdk_check.py [default: gpt-4o-mini,claude-sonnet]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,12 +87,22 @@ providers:
     api_key: mock-key
     base_url: http://127.0.0.1:$MOCK_PORT/v1
     timeout: 30
+  mock-anthropic:
+    type: anthropic
+    api_key: mock-key
+    base_url: http://127.0.0.1:$MOCK_PORT
+    timeout: 30
 models:
   gpt-4o-mini:
     providers:
       mock:
         priority: 0
         model_id: mock-model
+  claude-sonnet:
+    providers:
+      mock-anthropic:
+        priority: 0
+        model_id: mock-claude
 EOF
 
 "$PROXY" --config "$WORK/config.yaml" --host 127.0.0.1 --port "$PORT" >"$WORK/proxy.log" 2>&1 &
@@ -125,6 +138,7 @@ fi
 
 echo "sdk-check: proxy on port $PORT, mock on port $MOCK_PORT, openai $("$PY" -c 'import openai; print(openai.__version__)')"
 set +e
+SDK_CHECK_MODELS="${SDK_CHECK_MODELS:-gpt-4o-mini,claude-sonnet}" \
 OPENAI_BASE_URL="http://127.0.0.1:$PORT/v1" OPENAI_API_KEY=client-key "$PY" "$ROOT/scripts/sdk_check.py"
 status=$?
 set -e

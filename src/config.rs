@@ -25,6 +25,9 @@ pub mod defaults {
     pub const TIMEOUT_SECS: f64 = 60.0;
     pub const STREAM_TIMEOUT_SECS: f64 = 600.0;
     pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+    pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+    pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+    pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
 }
 
 /// A startup error: the config could not be read, parsed or validated.
@@ -121,6 +124,10 @@ struct RawProvider {
     stream_timeout: Option<Value>,
     /// azure only.
     api_version: Option<String>,
+    /// anthropic only.
+    anthropic_version: Option<String>,
+    /// anthropic only.
+    max_tokens: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +236,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Azure OpenAI: deployment in the path, `api-version` query, `api-key` header.
     Azure,
+    /// Anthropic Messages API, translated to and from Chat Completions.
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -236,6 +245,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
@@ -251,6 +261,11 @@ pub struct ProviderConfig {
     pub stream_timeout: Duration,
     /// Azure: the `api-version` query parameter.
     pub api_version: Option<String>,
+    /// Anthropic: the `anthropic-version` header (defaulted for that kind).
+    pub anthropic_version: Option<String>,
+    /// Anthropic: `max_tokens` when the client sends neither `max_tokens`
+    /// nor `max_completion_tokens` (defaulted for that kind).
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -473,10 +488,13 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
         let kind = match p.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
             "azure" => ProviderKind::Azure,
+            "anthropic" => ProviderKind::Anthropic,
             other => {
                 return Err(err(
                     &format!("{path}.type"),
-                    format!("unknown provider type {other:?} (expected one of: openai, azure)"),
+                    format!(
+                        "unknown provider type {other:?} (expected one of: openai, azure, anthropic)"
+                    ),
                 ));
             }
         };
@@ -494,10 +512,41 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
             p.api_version.is_some(),
             &[ProviderKind::Azure],
         )?;
+        only_for(
+            "anthropic_version",
+            p.anthropic_version.is_some(),
+            &[ProviderKind::Anthropic],
+        )?;
+        only_for(
+            "max_tokens",
+            p.max_tokens.is_some(),
+            &[ProviderKind::Anthropic],
+        )?;
         let api_version = x.string(&format!("{path}.api_version"), p.api_version)?;
+        let (anthropic_version, max_tokens) = match kind {
+            ProviderKind::Anthropic => {
+                let vpath = format!("{path}.anthropic_version");
+                let version = x
+                    .string(&vpath, p.anthropic_version)?
+                    .unwrap_or_else(|| defaults::ANTHROPIC_VERSION.into());
+                if version.is_empty() {
+                    return Err(err(&vpath, "must not be empty"));
+                }
+                let mpath = format!("{path}.max_tokens");
+                let max = x
+                    .number::<u32>(&mpath, p.max_tokens)?
+                    .unwrap_or(defaults::ANTHROPIC_MAX_TOKENS);
+                if max == 0 {
+                    return Err(err(&mpath, "must be at least 1"));
+                }
+                (Some(version), Some(max))
+            }
+            ProviderKind::OpenAi | ProviderKind::Azure => (None, None),
+        };
         let base = x.string(&format!("{path}.base_url"), p.base_url)?;
         let base = match kind {
             ProviderKind::OpenAi => base.unwrap_or_else(|| defaults::OPENAI_BASE_URL.into()),
+            ProviderKind::Anthropic => base.unwrap_or_else(|| defaults::ANTHROPIC_BASE_URL.into()),
             ProviderKind::Azure => {
                 if api_version.as_deref().is_none_or(str::is_empty) {
                     return Err(err(
@@ -531,6 +580,8 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
                 defaults::STREAM_TIMEOUT_SECS,
             )?,
             api_version,
+            anthropic_version,
+            max_tokens,
             name,
         });
     }

@@ -94,6 +94,15 @@ impl ChatRequest {
         })
     }
 
+    /// `stream_options.include_usage`: the client wants a final usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// The body for an OpenAI-compatible upstream: the client's body with
     /// `model` replaced by the provider's `model_id`, nothing else changed.
     pub fn to_upstream_json(&self, model_id: &str) -> Vec<u8> {

@@ -53,20 +53,24 @@ fn version_help_and_bad_arguments() {
 fn check_config_prints_a_redacted_summary() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml");
     let key = "sk-proj-check-config-secret-123";
+    let ant_key = "sk-ant-check-config-secret-456";
     let (code, out, err) = run(
         &["--config", example, "--check-config"],
-        &[("OPENAI_API_KEY", key)],
+        &[("OPENAI_API_KEY", key), ("ANTHROPIC_API_KEY", ant_key)],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("config OK"), "{out}");
     assert!(out.contains("gpt-4o-mini"), "{out}");
+    assert!(out.contains("type=anthropic"), "{out}");
     assert!(out.contains("api_key=set (redacted)"), "{out}");
     assert!(!out.contains(key) && !err.contains(key));
+    assert!(!out.contains(ant_key) && !err.contains(ant_key));
 
     // Missing variable: non-zero, naming the variable and the key.
     let (code, _, err) = Command::new(BIN)
         .args(["--config", example, "--check-config"])
         .env_remove("OPENAI_API_KEY")
+        .env("ANTHROPIC_API_KEY", ant_key)
         .output()
         .map(|o| {
             (

@@ -192,3 +192,49 @@ fn the_shipped_example_configs_are_valid() {
         assert!(c.is_ok(), "{path}: {}", c.err().unwrap());
     }
 }
+
+#[test]
+fn anthropic_providers_have_defaults_and_their_own_keys() {
+    let one = |fields: &str| {
+        format!(
+            "providers:\n  claude:\n    type: anthropic\n    api_key: ${{KEY}}\n{fields}models:\n  m:\n    providers:\n      claude: {{priority: 0}}\n"
+        )
+    };
+    let c = load(&one("")).unwrap();
+    let p = c.provider("claude").unwrap();
+    assert_eq!(p.kind.as_str(), "anthropic");
+    assert_eq!(p.base_url, "https://api.anthropic.com");
+    assert_eq!(p.anthropic_version.as_deref(), Some("2023-06-01"));
+    assert_eq!(p.max_tokens, Some(4096));
+    assert_eq!(p.api_key.as_ref().unwrap().expose(), "sk-from-env");
+
+    let c = load(&one(
+        "    base_url: http://127.0.0.1:9/\n    anthropic_version: 2024-01-01\n    max_tokens: ${PORT}\n",
+    ))
+    .unwrap();
+    let p = c.provider("claude").unwrap();
+    assert_eq!(p.base_url, "http://127.0.0.1:9");
+    assert_eq!(p.anthropic_version.as_deref(), Some("2024-01-01"));
+    assert_eq!(p.max_tokens, Some(9123));
+
+    let e = err(&one("    max_tokens: 0\n"));
+    assert!(e.contains("providers.claude.max_tokens"), "{e}");
+    let e = err(&one("    max_tokens: lots\n"));
+    assert!(e.contains("providers.claude.max_tokens"), "{e}");
+    let e = err(&one("    anthropic_version: ''\n"));
+    assert!(e.contains("providers.claude.anthropic_version"), "{e}");
+    let e = err(&one("    api_version: 2024-10-21\n"));
+    assert!(
+        e.contains("providers.claude.api_version: not used by type anthropic"),
+        "{e}"
+    );
+    // And the anthropic-only keys are refused elsewhere.
+    for key in ["anthropic_version: 2023-06-01", "max_tokens: 10"] {
+        let e = err(&GOOD.replacen("    timeout: 10", &format!("    timeout: 10\n    {key}"), 1));
+        assert!(e.contains("not used by type openai"), "{key}: {e}");
+    }
+    // OpenAI providers carry none of them.
+    let c = load(GOOD).unwrap();
+    assert!(c.provider("openai").unwrap().anthropic_version.is_none());
+    assert!(c.provider("openai").unwrap().max_tokens.is_none());
+}

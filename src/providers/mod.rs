@@ -2,6 +2,7 @@
 //! kind, and the HTTP plumbing every provider shares: one ureq agent per
 //! provider, error classification, `Retry-After` parsing.
 
+mod anthropic;
 mod azure;
 mod openai;
 
@@ -44,6 +45,7 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     match cfg.kind {
         ProviderKind::OpenAi => Box::new(openai::OpenAi::new(upstream)),
         ProviderKind::Azure => Box::new(azure::new(upstream, cfg)),
+        ProviderKind::Anthropic => Box::new(anthropic::new(upstream, cfg)),
     }
 }
 

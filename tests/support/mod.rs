@@ -43,6 +43,9 @@ pub enum End {
     DoneAfter(Gate),
     /// Send nothing more until the gate opens, then close.
     HangUntil(Gate),
+    /// A clean end of the body without `data: [DONE]` (Anthropic streams
+    /// end after their `message_stop` event).
+    Eof,
 }
 
 /// What the fake answers to one request.
@@ -113,6 +116,15 @@ impl Reply {
             json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": null}}),
         )
     }
+    /// A recorded SSE body (events separated by blank lines, as in
+    /// `tests/fixtures/`), sent one event per chunk, then `end`.
+    pub fn sse(text: &str, end: End) -> Reply {
+        Reply::Stream {
+            events: sse_events(text),
+            pace: None,
+            end,
+        }
+    }
     /// A stream of content deltas, then `end`.
     pub fn chunks(parts: &[&str], end: End) -> Reply {
         Reply::Stream {
@@ -137,6 +149,14 @@ pub fn completion_body(content: &str) -> Value {
         }],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     })
+}
+
+/// Split an SSE body into its events, each ending with a blank line.
+pub fn sse_events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| format!("{e}\n\n"))
+        .collect()
 }
 
 pub fn chunk_events(parts: &[&str]) -> Vec<String> {
@@ -228,6 +248,11 @@ impl Fake {
     /// `http://127.0.0.1:PORT/v1`
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`, the form an anthropic provider's `base_url` takes.
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn push(&self, r: Reply) -> &Fake {
@@ -380,6 +405,7 @@ fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
                     g.wait(Duration::from_secs(60));
                     false
                 }
+                End::Eof => conn.write_all(b"0\r\n\r\n").is_ok(),
             }
         }
         Reply::Hang(g) => {
