@@ -96,6 +96,7 @@ PORT_EXPR='s#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p'
 start() {
     local name="$1"
     shift
+    : >"$WORK/$name.log" # exists before the first poll below
     "$@" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
