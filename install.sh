@@ -250,13 +250,16 @@ if [[ -n "$binary" ]]; then
 else
     cargo="$(command -v cargo || true)"
     build_user=""
-    # `sudo` resets PATH: look for the invoking user's rustup install, and
-    # build as that user so target/ does not end up owned by root.
-    if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-        build_user="$SUDO_USER"
+    # Under sudo, when the invoking user owns this tree: build as that user
+    # (target/ is not left owned by root) with their rustup install, which
+    # sudo's reset PATH hides.
+    if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$(stat -c %U "$SRC")" == "$SUDO_USER" ]]; then
         user_home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
-        if [[ -z "$cargo" && -x "$user_home/.cargo/bin/cargo" ]]; then
+        if [[ -x "$user_home/.cargo/bin/cargo" ]]; then
             cargo="$user_home/.cargo/bin/cargo"
+            build_user="$SUDO_USER"
+        elif [[ -n "$cargo" && "$cargo" != /root/* ]]; then
+            build_user="$SUDO_USER"
         fi
     fi
     [[ -n "$cargo" ]] || die "cargo not found and no --binary given: install the Rust toolchain (https://rustup.rs) or pass --binary PATH (scripts/build-static.sh builds a portable one)"
