@@ -138,10 +138,14 @@ finish() {
             eval "${UNDO[$i]}" 2>/dev/null || echo "install.sh: could not undo: ${UNDO[$i]}" >&2
         done
     fi
-    if [[ $done_ok -eq 0 && $restart_on_undo -eq 1 ]]; then
-        # The old binary and unit are back: run the old version again.
-        systemctl daemon-reload && systemctl restart "$NAME.service" ||
-            echo "install.sh: could not restart the previous version" >&2
+    if [[ $done_ok -eq 0 && ${#UNDO[@]} -gt 0 && $systemd_up -eq 1 ]]; then
+        # systemd must see the unit as it is again (restored or gone)...
+        systemctl daemon-reload || true
+        if [[ $restart_on_undo -eq 1 ]]; then
+            # ...and the old binary and unit are back: run the old version.
+            systemctl restart "$NAME.service" ||
+                echo "install.sh: could not restart the previous version" >&2
+        fi
     fi
     rm -rf "$WORK"
     exit "$status"
