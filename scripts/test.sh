@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"; .ci/run calls exactly this).
 # Formatting, lints, the Rust test suite, then the official OpenAI Python SDK
-# against the proxy. Needs only the Rust toolchain and python3 with venv; the
-# script installs the SDK into target/sdk-venv itself.
+# against the proxy, install.sh in a DESTDIR root, and the static release
+# binary. Needs only the Rust toolchain, gcc and python3 with venv; the
+# script installs the SDK into target/sdk-venv itself. shellcheck and
+# systemd-analyze are used when installed (skipped with a reason if not).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,3 +23,16 @@ target="${CARGO_TARGET_DIR:-target}"
 LLM_PROXY_BIN="$target/debug/llm-proxy" \
 LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" \
     scripts/sdk-check.sh
+
+echo "== shellcheck (install.sh, scripts/*.sh)"
+if command -v shellcheck >/dev/null; then
+    shellcheck install.sh scripts/*.sh .ci/run
+else
+    echo "skip: shellcheck not installed"
+fi
+
+echo "== scripts/test-install.sh (install.sh into a DESTDIR root)"
+LLM_PROXY_BIN="$target/debug/llm-proxy" scripts/test-install.sh
+
+echo "== scripts/test-static.sh (static release binary)"
+LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" scripts/test-static.sh
