@@ -81,7 +81,7 @@ check "no other files (got: $extra)" [ "$extra" == "./etc/llm-proxy/config.yaml 
 check "the config was checked (--check-config output shown)" grep -q "config OK" "$WORK/fresh.log"
 check "says what a packager must do (user, chown, systemctl)" \
     eval 'grep -q "useradd --system" "$WORK/fresh.log" && grep -q "chown root:llm-proxy" "$WORK/fresh.log"'
-check "warns that OPENAI_API_KEY is empty" grep -q "empty in /etc/llm-proxy/env: OPENAI_API_KEY" "$WORK/fresh.log"
+check "warns that the keys are empty" grep -q "empty in /etc/llm-proxy/env: ANTHROPIC_API_KEY OPENAI_API_KEY" "$WORK/fresh.log"
 
 echo "test-install: the staged unit"
 if command -v systemd-analyze >/dev/null; then
