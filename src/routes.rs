@@ -226,6 +226,7 @@ fn relay(
         }
     };
     if first_is_done {
+        stream.finish();
         let _ = out.finish();
         app.health.success(permit);
         return "complete";
@@ -240,7 +241,12 @@ fn relay(
                 }
             }
             Ok(None) => {
-                let _ = out.send(sse::DONE).and_then(|_| out.finish());
+                let sent = out.send(sse::DONE);
+                // Read the end of the upstream body (normally already here)
+                // before ending the client's, so the connection is back in
+                // the pool before the client can send its next request.
+                stream.finish();
+                let _ = sent.and_then(|_| out.finish());
                 app.health.success(permit);
                 return "complete";
             }

@@ -2,11 +2,13 @@
 //! to the client one event per flushed HTTP chunk (tiny_http's own chunked
 //! writer would hold events back until 8 KiB had gathered).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// Longest line accepted from an upstream stream; a longer one is an error
 /// rather than unbounded memory.
 const MAX_LINE: usize = 8 * 1024 * 1024;
+/// Most bytes read after a stream's last event to reach the end of the body.
+const MAX_DRAIN: u64 = 4 * 1024;
 
 /// One upstream event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +33,14 @@ impl<R: BufRead> SseReader<R> {
             inner,
             line: Vec::with_capacity(512),
         }
+    }
+
+    /// Read the rest of a finished body and discard it, so the connection
+    /// under it can be reused. Gives up (the connection is then closed) if
+    /// more than a few bytes follow, which no conforming upstream sends
+    /// after its last event.
+    pub fn drain(&mut self) {
+        let _ = io::copy(&mut (&mut self.inner).take(MAX_DRAIN), &mut io::sink());
     }
 
     /// The next event, or `None` at a clean end of the body.

@@ -36,6 +36,12 @@ pub trait ChatStream: Send {
     /// `Ok(None)` is a complete stream (the caller sends `data: [DONE]`).
     /// `Err` is a stream that broke: cut, timed out, malformed or an error event.
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError>;
+
+    /// Called after a complete stream (`Ok(None)`) has reached the client:
+    /// read what is left of the upstream body, normally just the end of its
+    /// chunked framing, so that ureq returns the connection to its pool.
+    /// Without this every stream opened a new upstream connection.
+    fn finish(&mut self) {}
 }
 
 /// Build the provider for a config entry.
