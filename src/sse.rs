@@ -2,13 +2,13 @@
 //! to the client one event per flushed HTTP chunk (tiny_http's own chunked
 //! writer would hold events back until 8 KiB had gathered).
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 
 /// Longest line accepted from an upstream stream; a longer one is an error
 /// rather than unbounded memory.
 const MAX_LINE: usize = 8 * 1024 * 1024;
 /// Most bytes read after a stream's last event to reach the end of the body.
-const MAX_DRAIN: u64 = 4 * 1024;
+const MAX_DRAIN: usize = 4 * 1024;
 
 /// One upstream event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,7 +40,17 @@ impl<R: BufRead> SseReader<R> {
     /// more than a few bytes follow, which no conforming upstream sends
     /// after its last event.
     pub fn drain(&mut self) {
-        let _ = io::copy(&mut (&mut self.inner).take(MAX_DRAIN), &mut io::sink());
+        // Through the reader's own buffer: io::copy would put 8 KiB on the
+        // worker's stack, which stays resident for the thread's life.
+        let mut left = MAX_DRAIN;
+        while left > 0 {
+            let n = match self.inner.fill_buf() {
+                Ok([]) | Err(_) => return,
+                Ok(b) => b.len(),
+            };
+            self.inner.consume(n);
+            left = left.saturating_sub(n);
+        }
     }
 
     /// The next event, or `None` at a clean end of the body.

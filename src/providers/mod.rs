@@ -53,9 +53,17 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     }
 }
 
-/// Bytes buffered per upstream connection, each way. ureq's default of
-/// 128 KiB would cost 256 KiB per concurrent stream.
-const IO_BUFFER: usize = 16 * 1024;
+/// Bytes buffered per upstream connection. ureq's defaults of 128 KiB each
+/// way would cost 256 KiB per concurrent stream; 16 KiB each way still cost
+/// 32 MB of the 108 MB resident at 1,000 concurrent streams. ureq grows the
+/// input buffer past this when a response head needs it, and keeps at
+/// least 10 KiB of it while sending a body, so 10 KiB costs nothing extra;
+/// the output buffer only has to hold our request head, a body goes out in
+/// pieces of this size.
+const INPUT_BUFFER: usize = 10 * 1024;
+const OUTPUT_BUFFER: usize = 4 * 1024;
+/// Buffer of the line reader over a stream's body (ureq buffers below it).
+const STREAM_READ_BUFFER: usize = 4 * 1024;
 /// Largest successful non-streaming body accepted from an upstream.
 const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (the rest is not needed).
@@ -81,8 +89,8 @@ impl Upstream {
             .timeout_global(Some(cfg.timeout))
             .max_idle_connections(pool_size)
             .max_idle_connections_per_host(pool_size)
-            .input_buffer_size(IO_BUFFER)
-            .output_buffer_size(IO_BUFFER)
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Upstream {
             agent: config.new_agent(),
@@ -168,7 +176,7 @@ impl Upstream {
     /// A 2xx body as a buffered reader, for streams.
     pub fn reader(&self, resp: Response<ureq::Body>) -> Box<dyn BufRead + Send> {
         Box::new(BufReader::with_capacity(
-            8 * 1024,
+            STREAM_READ_BUFFER,
             resp.into_body().into_reader(),
         ))
     }
