@@ -164,3 +164,29 @@ fn stream_events_are_sent_one_per_chunk() {
     }
     assert_eq!(chunks[5], "data: [DONE]\n\n");
 }
+
+#[test]
+fn a_burst_of_keep_alive_connections_is_served_at_once() {
+    let _g = serial();
+    let fake = Fake::ok("x");
+    let p = Proxy::start(&config(&fake));
+    // 64 connections opened together, each sending one request and then
+    // staying open. tiny_http's task pool used to queue some of them behind
+    // a thread already claimed by another, where they waited for a
+    // connection to close: with all of them kept alive, forever.
+    let mut conns: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(p.addr).unwrap())
+        .collect();
+    for c in &mut conns {
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+    }
+    for c in &conns {
+        // Only a bound for a hang, not a measurement.
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        (&*c).read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+}
