@@ -5,12 +5,17 @@
 mod azure;
 mod openai;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::time::{Duration, SystemTime};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use ureq::Agent;
-use ureq::http::Response;
+use ureq::http::{Response, Uri};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
@@ -93,7 +98,11 @@ impl Upstream {
             .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Upstream {
-            agent: config.new_agent(),
+            agent: Agent::with_parts(
+                config,
+                DefaultConnector::default(),
+                CachingResolver::default(),
+            ),
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
@@ -235,6 +244,66 @@ impl Upstream {
     }
 }
 
+/// How long a resolved upstream address is reused.
+const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// ureq resolves the host on every request, before it looks in its pool
+/// for an idle connection, and with a timeout configured it does so on a
+/// new thread. That was a thread spawned, and a DNS lookup made, for every
+/// upstream request (perf: thread creation and teardown were the largest
+/// user-space cost of a proxied request). This resolver answers IP
+/// literals directly and remembers other hosts' addresses for
+/// `DNS_CACHE_TTL`; a miss goes to ureq's own resolver.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let Some(authority) = uri.authority() else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let port = authority
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addrs)) = cache.get(&key) {
+            if now.duration_since(*at) < DNS_CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        // Not held across the lookup: a slow DNS server must not stall
+        // requests that could use the cache.
+        drop(cache);
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(key, (now, addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 fn redact_value(v: &mut Value, key: Option<&str>) {
     if key.is_none() {
         return;
@@ -304,6 +373,23 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolver_answers_ip_literals_and_caches_names() {
+        let r = CachingResolver::default();
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout::default;
+        let uri: Uri = "http://127.0.0.1:9/v1".parse().unwrap();
+        let addrs = r.resolve(&uri, &config, timeout()).unwrap();
+        assert_eq!(&addrs[..], &["127.0.0.1:9".parse::<SocketAddr>().unwrap()]);
+        assert!(r.cache.lock().unwrap().is_empty(), "IP literals bypass DNS");
+        let uri: Uri = "http://localhost:9/v1".parse().unwrap();
+        let first = r.resolve(&uri, &config, timeout()).unwrap();
+        let cached_at = r.cache.lock().unwrap()["localhost:9"].0;
+        let again = r.resolve(&uri, &config, timeout()).unwrap();
+        assert_eq!(&first[..], &again[..]);
+        assert_eq!(r.cache.lock().unwrap()["localhost:9"].0, cached_at);
+    }
 
     #[test]
     fn retry_after_forms() {
