@@ -247,7 +247,10 @@ fn relay(
                 let sent = out.send(sse::DONE);
                 // Read the end of the upstream body (normally already here)
                 // before ending the client's, so the connection is back in
-                // the pool before the client can send its next request.
+                // the pool before the client can send its next request. An
+                // upstream that held its body open after [DONE] would delay
+                // the end of the client's body (which already has [DONE])
+                // until it closes or stream_timeout.
                 stream.finish();
                 let _ = sent.and_then(|_| out.finish());
                 app.health.success(permit);
