@@ -7,6 +7,8 @@ use std::io::{self, BufRead, Write};
 /// Longest line accepted from an upstream stream; a longer one is an error
 /// rather than unbounded memory.
 const MAX_LINE: usize = 8 * 1024 * 1024;
+/// Most bytes read after a stream's last event to reach the end of the body.
+const MAX_DRAIN: usize = 4 * 1024;
 
 /// One upstream event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,6 +32,24 @@ impl<R: BufRead> SseReader<R> {
         SseReader {
             inner,
             line: Vec::with_capacity(512),
+        }
+    }
+
+    /// Read the rest of a finished body and discard it, so the connection
+    /// under it can be reused. Gives up (the connection is then closed) if
+    /// more than a few bytes follow, which no conforming upstream sends
+    /// after its last event.
+    pub fn drain(&mut self) {
+        // Through the reader's own buffer: io::copy would put 8 KiB on the
+        // worker's stack, which stays resident for the thread's life.
+        let mut left = MAX_DRAIN;
+        while left > 0 {
+            let n = match self.inner.fill_buf() {
+                Ok([]) | Err(_) => return,
+                Ok(b) => b.len(),
+            };
+            self.inner.consume(n);
+            left = left.saturating_sub(n);
         }
     }
 

@@ -6,12 +6,17 @@ mod anthropic;
 mod azure;
 mod openai;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::time::{Duration, SystemTime};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use ureq::Agent;
-use ureq::http::Response;
+use ureq::http::{Response, Uri};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
@@ -37,6 +42,12 @@ pub trait ChatStream: Send {
     /// `Ok(None)` is a complete stream (the caller sends `data: [DONE]`).
     /// `Err` is a stream that broke: cut, timed out, malformed or an error event.
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError>;
+
+    /// Called after a complete stream (`Ok(None)`) has reached the client:
+    /// read what is left of the upstream body, normally just the end of its
+    /// chunked framing, so that ureq returns the connection to its pool.
+    /// Without this every stream opened a new upstream connection.
+    fn finish(&mut self) {}
 }
 
 /// Build the provider for a config entry.
@@ -49,9 +60,17 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     }
 }
 
-/// Bytes buffered per upstream connection, each way. ureq's default of
-/// 128 KiB would cost 256 KiB per concurrent stream.
-const IO_BUFFER: usize = 16 * 1024;
+/// Bytes buffered per upstream connection. ureq's defaults of 128 KiB each
+/// way would cost 256 KiB per concurrent stream; 16 KiB each way still cost
+/// 32 MB of the 108 MB resident at 1,000 concurrent streams. ureq grows the
+/// input buffer past this when a response head needs it, and keeps at
+/// least 10 KiB of it while sending a body, so 10 KiB costs nothing extra;
+/// the output buffer only has to hold our request head, a body goes out in
+/// pieces of this size.
+const INPUT_BUFFER: usize = 10 * 1024;
+const OUTPUT_BUFFER: usize = 4 * 1024;
+/// Buffer of the line reader over a stream's body (ureq buffers below it).
+const STREAM_READ_BUFFER: usize = 4 * 1024;
 /// Largest successful non-streaming body accepted from an upstream.
 const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (the rest is not needed).
@@ -77,11 +96,15 @@ impl Upstream {
             .timeout_global(Some(cfg.timeout))
             .max_idle_connections(pool_size)
             .max_idle_connections_per_host(pool_size)
-            .input_buffer_size(IO_BUFFER)
-            .output_buffer_size(IO_BUFFER)
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         Upstream {
-            agent: config.new_agent(),
+            agent: Agent::with_parts(
+                config,
+                DefaultConnector::default(),
+                CachingResolver::default(),
+            ),
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
@@ -164,7 +187,7 @@ impl Upstream {
     /// A 2xx body as a buffered reader, for streams.
     pub fn reader(&self, resp: Response<ureq::Body>) -> Box<dyn BufRead + Send> {
         Box::new(BufReader::with_capacity(
-            8 * 1024,
+            STREAM_READ_BUFFER,
             resp.into_body().into_reader(),
         ))
     }
@@ -220,6 +243,66 @@ impl Upstream {
             &format!("{what}: {}", truncate(text.trim(), 200)),
             self.key(),
         ))
+    }
+}
+
+/// How long a resolved upstream address is reused.
+const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// ureq resolves the host on every request, before it looks in its pool
+/// for an idle connection, and with a timeout configured it does so on a
+/// new thread. That was a thread spawned, and a DNS lookup made, for every
+/// upstream request (perf: thread creation and teardown were the largest
+/// user-space cost of a proxied request). This resolver answers IP
+/// literals directly and remembers other hosts' addresses for
+/// `DNS_CACHE_TTL`; a miss goes to ureq's own resolver.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let Some(authority) = uri.authority() else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let port = authority
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addrs)) = cache.get(&key) {
+            if now.duration_since(*at) < DNS_CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        // Not held across the lookup: a slow DNS server must not stall
+        // requests that could use the cache.
+        drop(cache);
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(key, (now, addrs.clone()));
+        Ok(addrs)
     }
 }
 
@@ -292,6 +375,23 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolver_answers_ip_literals_and_caches_names() {
+        let r = CachingResolver::default();
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout::default;
+        let uri: Uri = "http://127.0.0.1:9/v1".parse().unwrap();
+        let addrs = r.resolve(&uri, &config, timeout()).unwrap();
+        assert_eq!(&addrs[..], &["127.0.0.1:9".parse::<SocketAddr>().unwrap()]);
+        assert!(r.cache.lock().unwrap().is_empty(), "IP literals bypass DNS");
+        let uri: Uri = "http://localhost:9/v1".parse().unwrap();
+        let first = r.resolve(&uri, &config, timeout()).unwrap();
+        let cached_at = r.cache.lock().unwrap()["localhost:9"].0;
+        let again = r.resolve(&uri, &config, timeout()).unwrap();
+        assert_eq!(&first[..], &again[..]);
+        assert_eq!(r.cache.lock().unwrap()["localhost:9"].0, cached_at);
+    }
 
     #[test]
     fn retry_after_forms() {

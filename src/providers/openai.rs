@@ -181,4 +181,8 @@ impl ChatStream for OpenAiStream<'_> {
         }
         Ok(Some(sse::encode(&ev)))
     }
+
+    fn finish(&mut self) {
+        self.events.drain();
+    }
 }

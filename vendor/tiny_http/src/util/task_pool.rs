@@ -69,7 +69,14 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // llm-proxy patch: a thread that was notified but has not woken yet
+        // still counts as waiting, so `waiting_tasks == 0` let two quick
+        // connections share one waiting thread; the second then sat in the
+        // queue until some other connection closed, which with keep-alive
+        // clients could be never (measured: 64 clients served by ~8 threads;
+        // upstream requests to the mock stalled 60 s). Queue a task only
+        // when there are more waiting threads than queued tasks.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
