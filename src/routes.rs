@@ -1,6 +1,7 @@
 //! (method, path) → handler, and the handlers themselves.
 
 use std::io::Read;
+use std::time::Instant;
 
 use serde_json::json;
 use tiny_http::{HTTPVersion, Method, Request};
@@ -37,7 +38,7 @@ impl Outcome {
 /// Handle one request. `slot` holds the request until a handler takes it to
 /// respond; if the handler panics first, the caller still has it and can
 /// answer 500.
-pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str) -> Outcome {
+pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
     let req = slot.as_ref().expect("request present");
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -102,7 +103,7 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str) -> Outcome {
                 Outcome::status(404)
             }
         }
-        _ => chat(app, slot, rid),
+        _ => chat(app, slot, rid, started),
     }
 }
 
@@ -110,7 +111,7 @@ fn model_json(app: &App, id: &str) -> serde_json::Value {
     json!({ "id": id, "object": "model", "created": app.created, "owned_by": "llm-proxy" })
 }
 
-fn chat(app: &App, slot: &mut Option<Request>, rid: &str) -> Outcome {
+fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
     let base = || -> Headers { vec![("x-request-id", rid.to_string())] };
     let limit = app.config.server.max_body_bytes;
     let req = slot.as_mut().expect("request present");
@@ -164,10 +165,14 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str) -> Outcome {
         headers.push(("x-llm-proxy-provider", p.clone()));
     }
     headers.push(("x-llm-proxy-attempts", trace.attempts.to_string()));
+    // tiny_http reads ahead for the next request on this connection and
+    // gives up after client_timeout; after a long request, ask the client
+    // not to reuse the connection rather than race that.
+    let long = started.elapsed() * 2 > app.config.server.client_timeout;
     let req = slot.take().expect("request");
     match result {
         Ok(Answer::Json(body)) => {
-            http::send_json(req, 200, headers, &body, false);
+            http::send_json(req, 200, headers, &body, long);
             outcome.status = 200;
         }
         Ok(Answer::Stream {
@@ -183,7 +188,7 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str) -> Outcome {
         }
         Err(err) => {
             outcome.status = err.status;
-            http::send_error(req, &err, headers, false);
+            http::send_error(req, &err, headers, long);
         }
     }
     outcome
@@ -209,16 +214,8 @@ fn relay(
     if chunked {
         headers.push(("Transfer-Encoding", "chunked".into()));
     }
-    // The connection stays open for the client's next request (tiny_http
-    // reads it only once this handler returns), unless the body has to be
-    // close-delimited (HTTP/1.0) or the client asked to close. Closing every
-    // stream cost clients a new connection per stream.
-    let close = !chunked || http::wants_close(&req);
-    let head = http::head(
-        200,
-        &headers,
-        if close { "Connection: close\r\n" } else { "" },
-    );
+    // A stream outlives tiny_http's read-ahead on the connection: close it.
+    let head = http::head(200, &headers, "Connection: close\r\n");
     let first_is_done = first.is_none();
     let first = first.unwrap_or_else(|| sse::DONE.to_vec());
     let mut out = match EventWriter::start(req.into_writer(), chunked, &head, &first) {

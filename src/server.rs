@@ -1,12 +1,13 @@
-//! The listener, the bound on concurrent requests, panic isolation and
-//! shutdown.
+//! The listener, the bounded worker pool, panic isolation and shutdown.
 //!
-//! tiny_http accepts connections and runs each on a thread of its own pool
-//! (started on demand, exiting after 5 s idle); every request is handled
-//! right there, on its connection's thread, with no hand-off. At most
-//! `workers` requests are handled at once; more wait for a free place for up
-//! to `queue_timeout`, then get a 503 with `Retry-After`.
+//! tiny_http accepts connections and parses requests on its own threads; one
+//! accept loop here takes each request and hands it to a worker. At most
+//! `workers` requests are handled at once; more wait in a queue for up to
+//! `queue_timeout`, then get a 503 with `Retry-After`. Worker threads are
+//! started on demand up to the bound and exit after a minute idle, so an
+//! idle proxy stays small.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -23,6 +24,12 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http;
 use crate::routes;
+
+/// Stack for worker threads. Handlers are shallow; the largest users are
+/// serde_json's recursion (bounded at 128 levels) and TLS handshakes.
+const WORKER_STACK: usize = 512 * 1024;
+/// An idle worker thread exits after this long.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
 
 /// A running server.
 pub struct Handle {
@@ -75,34 +82,18 @@ pub fn start(config: Config, hook: Option<Hook>) -> io::Result<Handle> {
         .ok_or_else(|| io::Error::other("the host resolved to no address"))?;
     let listener = listen(addr, config.server.client_timeout)?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(config, hook));
-    let gate = Arc::new(Gate::new(
-        app.config.server.workers,
-        app.config.server.queue_timeout,
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler: tiny_http::Handler = {
-        let stop = stop.clone();
-        Arc::new(move |req| {
-            let queue_timeout = gate.queue_timeout;
-            if stop.load(Ordering::SeqCst) {
-                reject_overloaded(req, queue_timeout);
-                return;
-            }
-            match gate.enter() {
-                Some(_slot) => handle(&app, req),
-                None => reject_overloaded(req, queue_timeout),
-            }
-        })
-    };
-    let server = tiny_http::Server::from_listener_with_handler(listener, handler)
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let server = Arc::new(server);
+    let app = Arc::new(App::new(config, hook));
+    let pool = Pool::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
     let accept = {
         let server = server.clone();
+        let stop = stop.clone();
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || wait_for_stop(&server))?
+            .spawn(move || accept_loop(&server, &pool, &stop))?
     };
     Ok(Handle {
         addr,
@@ -136,84 +127,170 @@ fn listen(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListener>
     Ok(sock.into())
 }
 
-/// Waits until the server is unblocked. Requests never arrive here: they
-/// are handled on their connection's thread (see [`start`]).
-fn wait_for_stop(server: &tiny_http::Server) {
-    while let Ok(req) = server.recv() {
-        drop(req);
+fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        // Wake for the earliest queued request's deadline.
+        let wait = pool
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match server.recv_timeout(wait) {
+            Ok(Some(req)) => pool.submit(req),
+            Ok(None) => {}
+            Err(e) => {
+                if !stop.load(Ordering::SeqCst) {
+                    log::error!("accept loop stopped: {e}");
+                }
+                break;
+            }
+        }
+        pool.expire();
     }
+    pool.shutdown();
 }
 
-/// The bound on requests handled at once: a counting semaphore whose
-/// waiters give up after `queue_timeout`. No more than `workers` requests
-/// wait either; beyond that the answer is an immediate 503.
-struct Gate {
-    state: Mutex<GateState>,
-    freed: Condvar,
+struct State {
+    /// Requests admitted (counted in `active`) waiting for a thread.
+    ready: VecDeque<Request>,
+    /// Requests over the bound, with their deadlines.
+    waiting: VecDeque<(Request, Instant)>,
+    /// Requests admitted and not yet finished.
+    active: usize,
+    /// Threads blocked waiting for work.
+    idle: usize,
+    threads: usize,
+    shutdown: bool,
+}
+
+struct PoolInner {
+    state: Mutex<State>,
+    work: Condvar,
+    app: Arc<App>,
     max: usize,
     queue_timeout: Duration,
 }
 
-struct GateState {
-    active: usize,
-    waiting: usize,
-}
+#[derive(Clone)]
+struct Pool(Arc<PoolInner>);
 
-impl Gate {
-    fn new(max: usize, queue_timeout: Duration) -> Gate {
-        Gate {
-            state: Mutex::new(GateState {
+impl Pool {
+    fn new(app: Arc<App>) -> Pool {
+        let max = app.config.server.workers;
+        let queue_timeout = app.config.server.queue_timeout;
+        Pool(Arc::new(PoolInner {
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                waiting: VecDeque::new(),
                 active: 0,
-                waiting: 0,
+                idle: 0,
+                threads: 0,
+                shutdown: false,
             }),
-            freed: Condvar::new(),
+            work: Condvar::new(),
+            app,
             max,
             queue_timeout,
-        }
+        }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot, or `None` when none freed up within `queue_timeout`.
-    fn enter(&self) -> Option<Slot<'_>> {
+    fn submit(&self, req: Request) {
         let mut st = self.lock();
-        if st.active < self.max {
+        if st.active < self.0.max {
             st.active += 1;
-            return Some(Slot(self));
-        }
-        if st.waiting >= self.max {
-            return None;
-        }
-        st.waiting += 1;
-        let deadline = Instant::now() + self.queue_timeout;
-        loop {
-            let now = Instant::now();
-            if st.active < self.max || now >= deadline {
-                st.waiting -= 1;
-                if st.active < self.max {
-                    st.active += 1;
-                    return Some(Slot(self));
-                }
-                return None;
-            }
-            st = self
-                .freed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st.ready.push_back(req);
+            self.wake_or_spawn(&mut st);
+        } else if st.waiting.len() < self.0.max {
+            let deadline = Instant::now() + self.0.queue_timeout;
+            st.waiting.push_back((req, deadline));
+        } else {
+            drop(st);
+            reject_overloaded(req, self.0.queue_timeout);
         }
     }
-}
 
-/// One admitted request; frees its place when dropped.
-struct Slot<'a>(&'a Gate);
+    /// Make sure some thread will pick up what is in `ready`.
+    fn wake_or_spawn(&self, st: &mut State) {
+        // Every idle thread is woken at most once per job; when more jobs
+        // than idle threads are queued, start one more, but never more
+        // threads than requests in hand (`active`, itself bounded by
+        // `workers`): a thread that was just notified, or is finishing a
+        // request, takes the job. Spawning whenever the queue outran the
+        // idle count started ~200 threads for 64 clients on 2 cores.
+        if st.ready.len() <= st.idle || st.threads >= st.active {
+            self.0.work.notify_one();
+            return;
+        }
+        let pool = self.clone();
+        let spawned = thread::Builder::new()
+            .name("worker".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || pool.worker());
+        match spawned {
+            Ok(_) => st.threads += 1,
+            Err(e) => log::error!("cannot start a worker thread: {e}"),
+        }
+    }
 
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.lock().active -= 1;
-        self.0.freed.notify_one();
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lock().waiting.front().map(|(_, d)| *d)
+    }
+
+    /// Answer 503 to queued requests whose wait is over.
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut st = self.lock();
+            while st.waiting.front().is_some_and(|(_, d)| *d <= now) {
+                expired.extend(st.waiting.pop_front().map(|(r, _)| r));
+            }
+        }
+        for req in expired {
+            reject_overloaded(req, self.0.queue_timeout);
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shutdown = true;
+        self.0.work.notify_all();
+    }
+
+    fn worker(&self) {
+        let mut st = self.lock();
+        loop {
+            let Some(req) = st.ready.pop_front() else {
+                if st.shutdown {
+                    st.threads -= 1;
+                    return;
+                }
+                st.idle += 1;
+                let (guard, timeout) = self
+                    .0
+                    .work
+                    .wait_timeout(st, WORKER_IDLE)
+                    .unwrap_or_else(|e| e.into_inner());
+                st = guard;
+                st.idle -= 1;
+                if timeout.timed_out() && st.ready.is_empty() {
+                    st.threads -= 1;
+                    return;
+                }
+                continue;
+            };
+            drop(st);
+            handle(&self.0.app, req);
+            st = self.lock();
+            // Hand this thread straight to the longest-waiting request.
+            match st.waiting.pop_front() {
+                Some((next, _)) => st.ready.push_back(next),
+                None => st.active -= 1,
+            }
+        }
     }
 }
 
@@ -236,7 +313,9 @@ fn handle(app: &App, req: Request) {
     let method = req.method().to_string();
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let mut slot = Some(req);
-    let outcome = catch_unwind(AssertUnwindSafe(|| routes::dispatch(app, &mut slot, &rid)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        routes::dispatch(app, &mut slot, &rid, started)
+    }));
     let outcome = match outcome {
         Ok(o) => o,
         Err(panic) => {

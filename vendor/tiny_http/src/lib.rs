@@ -180,10 +180,6 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
-/// llm-proxy patch: handles one request on its connection's thread; see
-/// [`Server::from_listener_with_handler`].
-pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
-
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -248,28 +244,7 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::build(listener.into(), ssl_config, None)
-    }
-
-    /// llm-proxy patch: like `from_listener`, but every request is given to
-    /// `handler` on the thread that reads its connection, instead of being
-    /// queued for `recv`. This saves two thread hand-offs per request (the
-    /// connection thread to a `recv` thread to a worker), and the next
-    /// request on a connection is read only once `handler` returned, so a
-    /// long response never races the read timeout of a read-ahead.
-    /// `recv` then only returns when the server is unblocked.
-    pub fn from_listener_with_handler<L: Into<Listener>>(
-        listener: L,
-        handler: Handler,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::build(listener.into(), None, Some(handler))
-    }
-
-    fn build(
-        listener: Listener,
-        ssl_config: Option<SslConfig>,
-        handler: Option<Handler>,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -345,17 +320,11 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
-                        let handler = handler.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if let Some(handler) = &handler {
-                                    // llm-proxy patch, see `from_listener_with_handler`.
-                                    for rq in client {
-                                        handler(rq);
-                                    }
-                                } else if client.secure() {
+                                if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
