@@ -101,22 +101,32 @@ fn check_config_prints_a_redacted_summary() {
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
     log: Vec<String>,
 }
 
 impl Running {
+    /// Start the proxy with `--config config --host 127.0.0.1 --port 0` and
+    /// debug logs; returns once it logged its address.
     fn start(config: &str, extra: &[&str]) -> (Running, String) {
-        let mut child = Command::new(BIN)
-            .args(["--config", config, "--host", "127.0.0.1", "--port", "0"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", config, "--host", "127.0.0.1", "--port", "0"])
             .args(extra)
-            .env("LLM_PROXY_LOG", "debug")
+            .env("LLM_PROXY_LOG", "debug");
+        Running::spawn(cmd)
+    }
+
+    /// Spawn `cmd` with stderr captured line by line; returns once the proxy
+    /// logged the address it listens on, with that URL.
+    fn spawn(mut cmd: Command) -> (Running, String) {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
@@ -127,6 +137,7 @@ impl Running {
         let mut r = Running {
             child,
             lines: rx,
+            reader: Some(reader),
             log: Vec::new(),
         };
         let line = r.wait_for("listening on http://");
@@ -153,6 +164,19 @@ impl Running {
                 return line;
             }
         }
+    }
+
+    /// Stop the process and return everything it logged.
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        self.log.join("\n")
     }
 }
 
@@ -242,45 +266,14 @@ fn run_with_keys(
     key_b: &str,
     f: impl FnOnce(&mut Running, &str),
 ) {
-    let mut child = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--port", "0"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--config", cfg.to_str().unwrap(), "--port", "0"])
         .env("LLM_PROXY_LOG", "trace")
         .env("TEST_KEY_A", key_a)
-        .env("TEST_KEY_B", key_b)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut run = Running {
-        child,
-        lines: rx,
-        log: Vec::new(),
-    };
-    let line = run.wait_for("listening on http://");
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+        .env("TEST_KEY_B", key_b);
+    let (mut run, url) = Running::spawn(cmd);
     f(&mut run, &url);
-    let _ = run.child.kill();
-    let _ = run.child.wait();
-    reader.join().unwrap();
-    while let Ok(l) = run.lines.try_recv() {
-        run.log.push(l);
-    }
-    let all = run.log.join("\n");
+    let all = run.finish();
     assert!(
         all.contains("provider alpha failed") && all.contains("provider beta failed"),
         "warn lines for each failed attempt:\n{all}"

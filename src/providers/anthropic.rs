@@ -78,20 +78,9 @@ impl Provider for Anthropic {
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
         let resp = self.send(req, model_id)?;
-        let is_json = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if is_json {
-            let bytes = self.up.read_body(resp)?;
-            return Err(self
-                .up
-                .decode_error("expected an event stream, got JSON", &bytes));
-        }
         Ok(Box::new(AnthropicStream {
             up: &self.up,
-            events: SseReader::new(self.up.reader(resp)),
+            events: self.up.events(resp)?,
             state: State::new(&req.model, req.include_usage(), unix_now()),
             queue: VecDeque::new(),
         }))

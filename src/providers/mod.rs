@@ -21,6 +21,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::ChatRequest;
+use crate::sse::SseReader;
 
 /// One upstream kind. Implementations translate the OpenAI request into
 /// their wire format and their answers back; HTTP is done by [`Upstream`].
@@ -184,12 +185,27 @@ impl Upstream {
             .map_err(|e| self.transport_error(e))
     }
 
-    /// A 2xx body as a buffered reader, for streams.
-    pub fn reader(&self, resp: Response<ureq::Body>) -> Box<dyn BufRead + Send> {
-        Box::new(BufReader::with_capacity(
+    /// A 2xx streaming answer as SSE events. An upstream that answered with
+    /// JSON instead (some servers ignore `stream`, or put an error in a 200)
+    /// is a decode failure, so the request fails over.
+    pub fn events(
+        &self,
+        resp: Response<ureq::Body>,
+    ) -> Result<SseReader<Box<dyn BufRead + Send>>, ProviderError> {
+        let is_json = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            let bytes = self.read_body(resp)?;
+            return Err(self.decode_error("expected an event stream, got JSON", &bytes));
+        }
+        let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
             STREAM_READ_BUFFER,
             resp.into_body().into_reader(),
-        ))
+        ));
+        Ok(SseReader::new(reader))
     }
 
     /// Classify a transport failure (connect, TLS, timeout, cut body).

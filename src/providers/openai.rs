@@ -133,20 +133,9 @@ impl Provider for OpenAi {
         let resp = self
             .up
             .post(&self.url(model_id), &self.headers(), &body, true)?;
-        let is_json = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if is_json {
-            let bytes = self.up.read_body(resp)?;
-            return Err(self
-                .up
-                .decode_error("expected an event stream, got JSON", &bytes));
-        }
         Ok(Box::new(OpenAiStream {
             up: &self.up,
-            events: SseReader::new(self.up.reader(resp)),
+            events: self.up.events(resp)?,
         }))
     }
 }
