@@ -8,6 +8,19 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The unit-file checks need systemd-analyze, the script lint shellcheck. A
+# fresh machine (CI) has neither: install them when we can (root with apt);
+# otherwise those checks print a skip with the reason.
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "== apt-get install ${missing[*]} (for the install and unit checks)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 ||
+        echo "could not install ${missing[*]}; their checks will be skipped"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 
