@@ -10,7 +10,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT="${PORT:-8000}"
+# spawn_listening (scripts/lib.sh) sets PORT, so the proxy port has its own name.
+PROXY_PORT="${PORT:-8000}"
 export MOCK_A_PORT="${MOCK_A_PORT:-9001}" MOCK_B_PORT="${MOCK_B_PORT:-9002}"
 BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
@@ -21,51 +22,30 @@ fi
 PROXY="${LLM_PROXY_BIN:-$BIN_DIR/llm-proxy}"
 MOCK="${LLM_PROXY_MOCK_BIN:-$BIN_DIR/llm-proxy-mock}"
 
-LOGS="$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-demo.XXXXXX")"
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    # Background jobs of a script ignore SIGINT, so stop them explicitly.
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$LOGS"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_init demo
 
 # start_mock NAME PORT [ARGS...]: start a mock and wait for its "listening" line.
 start_mock() {
-    local name="$1" port="$2" log="$LOGS/$1.log"
+    local name="$1" port="$2" log="$WORK/$1.log"
     shift 2
-    "$MOCK" --name "$name" --port "$port" "$@" >"$log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 100); do # up to 10 s
-        if grep -q "listening on" "$log"; then
-            echo "demo: $(grep "listening on" "$log")"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    echo "demo: mock $name did not start:" >&2
-    cat "$log" >&2
-    exit 1
+    if ! spawn_listening "$log" "$MOCK" --name "$name" --port "$port" "$@"; then
+        echo "demo: mock $name did not start:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+    echo "demo: $(grep "listening on" "$log")"
 }
 
 start_mock mock-a "$MOCK_A_PORT" --fail-every 3
 start_mock mock-b "$MOCK_B_PORT"
 
-"$PROXY" --config "$ROOT/config/demo.yaml" --port "$PORT" &
+"$PROXY" --config "$ROOT/config/demo.yaml" --port "$PROXY_PORT" &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 
-URL="http://127.0.0.1:$PORT"
+URL="http://127.0.0.1:$PROXY_PORT"
 for _ in $(seq 100); do # up to 10 s
     curl -fsS -o /dev/null "$URL/health" 2>/dev/null && break
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then

@@ -33,19 +33,9 @@ fi
 PROXY="${LLM_PROXY_BIN:-$BIN_DIR/llm-proxy}"
 MOCK="${LLM_PROXY_MOCK_BIN:-$BIN_DIR/llm-proxy-mock}"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-sdk-check.XXXXXX")"
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_init sdk-check
 
 show_logs() {
     echo "--- mock log" >&2
@@ -55,29 +45,14 @@ show_logs() {
 }
 
 # The mock picks its own port and reports it on its first stdout line.
-"$MOCK" --name mock --port 0 >"$WORK/mock.log" 2>&1 &
-MOCK_PID=$!
-PIDS+=("$MOCK_PID")
-MOCK_PORT=""
-for _ in $(seq 100); do # up to 10 s
-    MOCK_PORT="$(sed -n 's#^llm-proxy-mock .* listening on http://.*:\([0-9][0-9]*\)$#\1#p' "$WORK/mock.log")"
-    [[ -n "$MOCK_PORT" ]] && break
-    kill -0 "$MOCK_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -z "$MOCK_PORT" ]]; then
+if ! spawn_listening "$WORK/mock.log" "$MOCK" --name mock --port 0; then
     echo "sdk-check: the mock did not start" >&2
     show_logs
     exit 1
 fi
-
-# A port that was free a moment ago; the proxy binds it right away.
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+MOCK_PORT="$PORT"
 
 cat >"$WORK/config.yaml" <<EOF
-server:
-  host: 127.0.0.1
-  port: $PORT
 failover:
   max_failures: 3
   cooldown: 600
@@ -105,33 +80,13 @@ models:
         model_id: mock-claude
 EOF
 
-"$PROXY" --config "$WORK/config.yaml" --host 127.0.0.1 --port "$PORT" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-PIDS+=("$PROXY_PID")
-
 # Keep any HTTP proxy from the environment away from these loopback calls.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"
 
-# Wait up to 10 s for GET /health to answer 200.
-if ! "$PY" - "http://127.0.0.1:$PORT/health" "$PROXY_PID" <<'EOF'; then
-import os, sys, time, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit("sdk-check: the proxy exited during startup")
-    time.sleep(0.1)
-sys.exit(f"sdk-check: {url} did not answer within 10 s")
-EOF
+# Port 0: the proxy picks a free port and logs it once it is listening.
+if ! spawn_listening "$WORK/proxy.log" "$PROXY" --config "$WORK/config.yaml" --host 127.0.0.1 --port 0; then
+    echo "sdk-check: the proxy did not start" >&2
     show_logs
     exit 1
 fi

@@ -23,27 +23,11 @@ BIN="${LLM_PROXY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/llm-proxy}"
 BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
 MAX_EXPOSURE="${MAX_EXPOSURE:-2.0}"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-test-install.XXXXXX")"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_init test-install
 chmod 0755 "$WORK" # readable by `nobody` for the not-root case
-trap 'rm -rf "$WORK"' EXIT
 
-passed=0
-failed=0
-ok() {
-    echo "  ok    $*"
-    passed=$((passed + 1))
-}
-fail() {
-    echo "  FAIL  $*"
-    failed=$((failed + 1))
-}
-skip() { echo "  skip  $*"; }
-# check DESCRIPTION COMMAND...: ok if COMMAND succeeds.
-check() {
-    local what="$1"
-    shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
-}
 mode_is() { [[ "$(stat -c %a "$1" 2>/dev/null)" == "$2" ]]; }
 # run LOG ARGS...: install.sh with ARGS, output to LOG; returns its status.
 run() {
@@ -241,5 +225,4 @@ else
     fi
 fi
 
-echo "test-install: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+summary

@@ -23,30 +23,9 @@ if [[ -z "${LLM_PROXY_MOCK_BIN:-}" ]]; then
 fi
 MOCK="${LLM_PROXY_MOCK_BIN:-$TARGET_DIR/debug/llm-proxy-mock}"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-test-static.XXXXXX")"
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-passed=0
-failed=0
-ok() {
-    echo "  ok    $*"
-    passed=$((passed + 1))
-}
-fail() {
-    echo "  FAIL  $*"
-    failed=$((failed + 1))
-}
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_init test-static
 
 # --- static linkage, checked three ways where the tools exist
 if readelf -lW "$BIN" | grep -q INTERP; then
@@ -67,41 +46,19 @@ if command -v ldd >/dev/null; then
         fail "ldd lists libraries: $out"
     fi
 else
-    echo "  skip  ldd: not installed"
+    skip "ldd: not installed"
 fi
 if command -v file >/dev/null; then
     echo "  info  file: $(file -b "$BIN")"
 fi
 echo "  info  size: $(stat -c %s "$BIN") bytes"
 
-# wait_line FILE SED_EXPR PID: print the first match of SED_EXPR in FILE,
-# polling for up to 10 s while PID lives. Empty output: it never came.
-wait_line() {
-    local file="$1" expr="$2" pid="$3" v
-    for _ in $(seq 100); do
-        v="$(sed -n "$expr" "$file" | head -n 1)"
-        if [[ -n "$v" ]]; then
-            echo "$v"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-}
-PORT_EXPR='s#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p'
-
 # start NAME CMD...: start a server logging to $WORK/NAME.log and set PORT to
-# the port it reports ("listening on http://HOST:PORT"), or end the test run.
-# (Not in $(...): the server's pid must reach PIDS in this shell.)
+# the port it reports, or end the test run.
 start() {
     local name="$1"
     shift
-    : >"$WORK/$name.log" # exists before the first poll below
-    "$@" >"$WORK/$name.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    PORT="$(wait_line "$WORK/$name.log" "$PORT_EXPR" "$pid")"
-    if [[ -z "$PORT" ]]; then
+    if ! spawn_listening "$WORK/$name.log" "$@"; then
         echo "test-static: $name did not start:" >&2
         cat "$WORK/$name.log" >&2
         exit 1
@@ -170,8 +127,7 @@ EOF
 start proxy-localhost "$BIN" --config "$WORK/localhost.yaml" --host 127.0.0.1 --port 0
 check_proxy "upstream http://localhost:$MOCK_A_PORT" "$PORT" m mock-a
 
-echo "test-static: $passed passed, $failed failed"
-if [[ $failed -gt 0 ]]; then
+if ! summary; then
     for f in "$WORK"/*.log; do
         echo "--- $f" >&2
         tail -n 20 "$f" >&2
