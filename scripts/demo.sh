@@ -13,18 +13,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # spawn_listening (scripts/lib.sh) sets PORT, so the proxy port has its own name.
 PROXY_PORT="${PORT:-8000}"
 export MOCK_A_PORT="${MOCK_A_PORT:-9001}" MOCK_B_PORT="${MOCK_B_PORT:-9002}"
-BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
-if [[ -z "${LLM_PROXY_BIN:-}" || -z "${LLM_PROXY_MOCK_BIN:-}" ]]; then
-    echo "demo: building llm-proxy and llm-proxy-mock (cargo build --release --bins)..."
-    (cd "$ROOT" && cargo build --release --bins --quiet)
-fi
-PROXY="${LLM_PROXY_BIN:-$BIN_DIR/llm-proxy}"
-MOCK="${LLM_PROXY_MOCK_BIN:-$BIN_DIR/llm-proxy-mock}"
 
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 lib_init demo
+lib_binaries
 
 # start_mock NAME PORT [ARGS...]: start a mock and wait for its "listening" line.
 start_mock() {

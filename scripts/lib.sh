@@ -22,6 +22,21 @@ lib_cleanup() {
     rm -rf "$WORK"
 }
 
+# shellcheck disable=SC2034 # PROXY and MOCK are for the sourcing script
+# lib_binaries: set PROXY and MOCK to $LLM_PROXY_BIN and $LLM_PROXY_MOCK_BIN,
+# or, unless both are given, build the release binaries and use those.
+lib_binaries() {
+    local root dir
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    dir="${CARGO_TARGET_DIR:-$root/target}/release"
+    if [[ -z "${LLM_PROXY_BIN:-}" || -z "${LLM_PROXY_MOCK_BIN:-}" ]]; then
+        echo "$LIB_NAME: building llm-proxy and llm-proxy-mock (cargo build --release --bins)"
+        (cd "$root" && cargo build --release --bins --quiet)
+    fi
+    PROXY="${LLM_PROXY_BIN:-$dir/llm-proxy}"
+    MOCK="${LLM_PROXY_MOCK_BIN:-$dir/llm-proxy-mock}"
+}
+
 # spawn_listening LOG CMD...: start CMD in the background with its output in
 # LOG and wait (10 s at most, polling) for its "listening on http://HOST:PORT"
 # line, as llm-proxy and llm-proxy-mock print at start. Sets PORT and returns

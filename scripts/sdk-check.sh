@@ -16,7 +16,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 VENV="${SDK_VENV:-$ROOT/target/sdk-venv}"
 PY="$VENV/bin/python"
 
@@ -26,16 +25,11 @@ if ! { [[ -x "$PY" ]] && "$PY" -c 'import openai' 2>/dev/null; }; then
     "$PY" -m pip install -q 'openai>=1.50,<3'
 fi
 
-if [[ -z "${LLM_PROXY_BIN:-}" || -z "${LLM_PROXY_MOCK_BIN:-}" ]]; then
-    echo "sdk-check: building (cargo build --release --bins)"
-    (cd "$ROOT" && cargo build --release --bins --quiet)
-fi
-PROXY="${LLM_PROXY_BIN:-$BIN_DIR/llm-proxy}"
-MOCK="${LLM_PROXY_MOCK_BIN:-$BIN_DIR/llm-proxy-mock}"
 
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 lib_init sdk-check
+lib_binaries
 
 show_logs() {
     echo "--- mock log" >&2

@@ -368,15 +368,7 @@ fn an_error_event_before_content_fails_over() {
     );
     let events = read_events(resp, |_| {});
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let text: String = events[..events.len() - 1]
-        .iter()
-        .filter_map(|e| {
-            let c: Value = serde_json::from_str(e).unwrap();
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text = delta_text(&events[..events.len() - 1]);
     assert_eq!(text, "from openai");
     assert_eq!(claude.count(), 1);
 }
@@ -405,15 +397,7 @@ fn an_error_event_after_content_ends_the_stream_without_done() {
         "{last}"
     );
     // The content before the error reached the client.
-    let text: String = events[..events.len() - 1]
-        .iter()
-        .filter_map(|e| {
-            let c: Value = serde_json::from_str(e).unwrap();
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text = delta_text(&events[..events.len() - 1]);
     assert_eq!(text, "Hello! How can I help?");
     assert_eq!(openai.count(), 0);
 }

@@ -576,6 +576,20 @@ pub fn read_events(
     out
 }
 
+/// The content deltas of stream chunk payloads (as `read_events` returns
+/// them), joined; chunks without text content are skipped.
+pub fn delta_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| {
+            let c: Value = serde_json::from_str(e).unwrap();
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// Time since `start` in ms, for messages.
 pub fn ms(start: Instant) -> u128 {
     start.elapsed().as_millis()
