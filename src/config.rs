@@ -3,12 +3,14 @@
 //! `validate` step turns the result into the runtime [`Config`]. Every error
 //! names the YAML path it is about.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny};
 use serde_yaml::Value;
 
 /// Defaults, in one place so the README and `--check-config` can quote them.
@@ -30,20 +32,54 @@ pub mod defaults {
     pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
 }
 
-/// A startup error: the config could not be read, parsed or validated.
+/// A startup error: the config could not be read, parsed or validated. It
+/// carries every problem found (every duplicate key, for one), each naming
+/// its YAML path.
 #[derive(Debug)]
-pub struct ConfigError(String);
+pub struct ConfigError {
+    /// The file the config came from, when it came from one.
+    file: Option<String>,
+    /// At least one.
+    messages: Vec<String>,
+}
 
+impl ConfigError {
+    fn one(message: impl Into<String>) -> ConfigError {
+        ConfigError::many(vec![message.into()])
+    }
+
+    fn many(messages: Vec<String>) -> ConfigError {
+        debug_assert!(!messages.is_empty());
+        ConfigError {
+            file: None,
+            messages,
+        }
+    }
+}
+
+/// One problem: `FILE: PATH: message`. Several: a count, then one per line.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        match self.messages.as_slice() {
+            [one] => f.write_str(one),
+            all => {
+                write!(f, "{} errors:", all.len())?;
+                for m in all {
+                    write!(f, "\n  {m}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 fn err(path: &str, msg: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{path}: {msg}"))
+    ConfigError::one(format!("{path}: {msg}"))
 }
 
 /// A string that must never be printed: `Debug` and `Display` redact it.
@@ -287,9 +323,11 @@ impl Config {
     /// Read, expand and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_yaml_with_env(&text, &|k| std::env::var(k).ok())
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml_with_env(&text, &|k| std::env::var(k).ok()).map_err(|mut e| {
+            e.file = Some(path.display().to_string());
+            e
+        })
     }
 
     /// Parse from YAML text, expanding variables from the process environment.
@@ -303,9 +341,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
-            return Err(ConfigError("the config is empty".into()));
+            return Err(ConfigError::one("the config is empty"));
         }
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let duplicates = duplicate_keys(text);
+        if !duplicates.is_empty() {
+            return Err(ConfigError::many(duplicates));
+        }
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::one(e.to_string()))?;
         validate(raw, &Expander { env })
     }
 
@@ -371,6 +414,135 @@ impl Config {
             let _ = writeln!(s, "  {}: {}", m.name, routes.join(", "));
         }
         s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Duplicate keys.
+
+/// Every duplicate mapping key in the document, at any depth, as
+/// `PATH: duplicate key`. serde alone keeps the last of two equal keys in a
+/// map (two providers with one name: the first silently vanishes) and, in a
+/// struct, stops at the first with a message that does not name the key's
+/// path. A syntax error is left to the typed parse, which reports its line.
+fn duplicate_keys(text: &str) -> Vec<String> {
+    let found = RefCell::new(Vec::new());
+    let walk = KeyWalk {
+        path: String::new(),
+        found: &found,
+    };
+    let _ = walk.deserialize(serde_yaml::Deserializer::from_str(text));
+    found.into_inner()
+}
+
+/// Visits every node of a YAML document, noting repeated keys per mapping.
+struct KeyWalk<'a> {
+    /// The YAML path of the node being visited (empty at the root).
+    path: String,
+    found: &'a RefCell<Vec<String>>,
+}
+
+impl KeyWalk<'_> {
+    fn child(&self, segment: &str) -> KeyWalk<'_> {
+        let path = if self.path.is_empty() {
+            segment.to_string()
+        } else if segment.starts_with('[') {
+            format!("{}{segment}", self.path)
+        } else {
+            format!("{}.{segment}", self.path)
+        };
+        KeyWalk {
+            path,
+            found: self.found,
+        }
+    }
+}
+
+/// A key as the config's paths show it. `local` and `"local"` are the same
+/// key to the config (both become the string "local"), so they compare equal.
+fn key_name(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        while seq
+            .next_element_seed(self.child(&format!("[{i}]")))?
+            .is_some()
+        {
+            i = i.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<Value>()? {
+            let name = key_name(&key);
+            let child = self.child(&name);
+            if !seen.insert(name) {
+                self.found
+                    .borrow_mut()
+                    .push(format!("{}: duplicate key", child.path));
+            }
+            map.next_value_seed(child)?;
+        }
+        Ok(())
+    }
+
+    /// A tagged value (`!Tag value`).
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (IgnoredAny, variant) = data.variant()?;
+        de::VariantAccess::newtype_variant_seed(variant, self)
     }
 }
 

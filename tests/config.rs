@@ -238,3 +238,84 @@ fn anthropic_providers_have_defaults_and_their_own_keys() {
     assert!(c.provider("openai").unwrap().anthropic_version.is_none());
     assert!(c.provider("openai").unwrap().max_tokens.is_none());
 }
+
+/// Apply each (from, to) edit to GOOD and expect the error to contain the
+/// needle; report every case that does not.
+fn expect_each(cases: &[(&str, &str, &str)]) {
+    let mut wrong = Vec::new();
+    for (from, to, needle) in cases {
+        assert!(GOOD.contains(from), "bad test case: {from}");
+        match load(&GOOD.replacen(from, to, 1)) {
+            Ok(_) => wrong.push(format!("{to:?}: accepted, expected {needle:?}")),
+            Err(e) if !e.contains(needle) => {
+                wrong.push(format!("{to:?}: expected {needle:?} in: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn duplicate_keys_are_rejected_at_any_depth_naming_the_path() {
+    let cases: &[(&str, &str, &str)] = &[
+        // Top level.
+        (
+            "failover:\n",
+            "failover:\n  max_failures: 5\nfailover:\n",
+            "failover: duplicate key",
+        ),
+        // A fixed key inside a provider.
+        (
+            "    timeout: 10\n",
+            "    timeout: 10\n    timeout: 20\n",
+            "providers.openai.timeout: duplicate key",
+        ),
+        // A user-chosen name: two providers called `local`.
+        (
+            "  local:\n    type: openai\n",
+            "  local:\n    type: azure\n  local:\n    type: openai\n",
+            "providers.local: duplicate key",
+        ),
+        // Two models with the same name.
+        (
+            "  llama:\n",
+            "  gpt-4:\n    providers:\n      local: {priority: 0}\n  llama:\n",
+            "models.gpt-4: duplicate key",
+        ),
+        // The same provider twice in one model.
+        (
+            "      local:\n        priority: 1\n",
+            "      local:\n        priority: 1\n      local:\n        priority: 2\n",
+            "models.gpt-4.providers.local: duplicate key",
+        ),
+        // Inside a flow mapping.
+        (
+            "{priority: 0, model_id: llama3}",
+            "{priority: 0, model_id: llama3, priority: 1}",
+            "models.llama.providers.local.priority: duplicate key",
+        ),
+        // Quoting does not make a different key.
+        (
+            "  local:\n    type: openai\n",
+            "  local:\n    type: openai\n  \"local\":\n    type: openai\n",
+            "providers.local: duplicate key",
+        ),
+    ];
+    expect_each(cases);
+}
+
+#[test]
+fn every_duplicate_key_is_reported() {
+    let yaml = GOOD
+        .replacen("  workers: 16\n", "  workers: 16\n  workers: 32\n", 1)
+        .replacen(
+            "  local:\n    type: openai\n",
+            "  local:\n    type: openai\n  local:\n    type: openai\n",
+            1,
+        );
+    let e = err(&yaml);
+    assert!(e.contains("2 errors"), "{e}");
+    assert!(e.contains("server.workers: duplicate key"), "{e}");
+    assert!(e.contains("providers.local: duplicate key"), "{e}");
+}
