@@ -302,3 +302,29 @@ fn flags_override_the_config_and_the_demo_config_serves() {
     assert_eq!(r.status(), 200);
     run.wait_for("GET /health");
 }
+
+#[test]
+fn check_config_reports_every_error_one_per_line() {
+    let bad = write_config(
+        "server:\n  port: 99999\nproviders:\n  p:\n    type: gemini\nmodels:\n  m:\n    providers:\n      nope: {priority: 0}\n",
+    );
+    let path = bad.to_str().unwrap();
+    let (code, out, err) = run(&["--config", path, "--check-config"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.contains("config OK"), "{out}");
+    let mut lines = err.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("llm-proxy: invalid config: {path}: 3 errors:")
+    );
+    let rest: Vec<&str> = lines.map(str::trim).collect();
+    assert_eq!(
+        rest,
+        [
+            "server.port: 99999 is out of range (0-65535)",
+            "providers.p.type: unknown provider type \"gemini\" (expected one of: openai, azure, anthropic)",
+            "models.m.providers.nope: no such provider",
+        ],
+        "{err}"
+    );
+}
