@@ -328,3 +328,53 @@ fn check_config_reports_every_error_one_per_line() {
         "{err}"
     );
 }
+
+/// Run the binary and wait for it to exit, killing it after 20 s (a proxy
+/// that unexpectedly serves would never exit on its own).
+fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr reaches EOF when the process exits.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let Ok(err) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{args:?} did not exit");
+    };
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_port_in_use_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let cfg = write_config(
+        "providers:\n  p:\n    type: openai\nmodels:\n  m:\n    providers:\n      p: {priority: 0}\n",
+    );
+    let (code, err) = run_to_exit(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: address already in use"
+        )),
+        "{err}"
+    );
+}
