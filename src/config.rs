@@ -1,7 +1,9 @@
 //! Configuration: YAML is parsed into raw serde structs (unknown keys rejected),
 //! `${VAR}` / `${VAR:-default}` are expanded from the environment, and a
 //! `validate` step turns the result into the runtime [`Config`]. Every error
-//! names the YAML path it is about.
+//! names the YAML path it is about, and all of them are reported at once:
+//! duplicate keys by a pass before the typed parse, validation errors as
+//! `validate` goes (only a syntax or shape error from serde stops early).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -999,6 +1001,21 @@ mod tests {
         assert_eq!(expand_str("$$5 and $x", &e).unwrap(), "$5 and $x");
         assert!(expand_str("${B}", &e).unwrap_err().contains("B is not set"));
         assert!(expand_str("${A", &e).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_in_sequences_and_tagged_values() {
+        assert_eq!(
+            duplicate_keys("a:\n  - {x: 1, y: 2}\n  - {x: 1, x: 2}\n"),
+            ["a[1].x: duplicate key"]
+        );
+        assert_eq!(
+            duplicate_keys("a: !tag {x: 1, x: 2}\n1: a\n\"1\": b\n"),
+            ["a.x: duplicate key", "1: duplicate key"]
+        );
+        assert!(duplicate_keys("a: {x: 1}\nb: {x: 1}\n").is_empty());
+        // A syntax error is the typed parse's to report.
+        assert!(duplicate_keys("a: [1, 2\n").is_empty());
     }
 
     #[test]
