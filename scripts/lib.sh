@@ -37,11 +37,12 @@ lib_binaries() {
     MOCK="${LLM_PROXY_MOCK_BIN:-$dir/llm-proxy-mock}"
 }
 
+# shellcheck disable=SC2034 # SPAWNED_PID is for the sourcing script
 # spawn_listening LOG CMD...: start CMD in the background with its output in
 # LOG and wait (10 s at most, polling) for its "listening on http://HOST:PORT"
-# line, as llm-proxy and llm-proxy-mock print at start. Sets PORT and returns
-# 0; returns 1 if CMD exits or never says so. (Call it directly, not in
-# $(...): the pid must reach PIDS in this shell.)
+# line, as llm-proxy and llm-proxy-mock print at start. Sets PORT and
+# SPAWNED_PID and returns 0; returns 1 if CMD exits or never says so. (Call
+# it directly, not in $(...): the pid must reach PIDS in this shell.)
 spawn_listening() {
     local log="$1"
     shift
@@ -49,6 +50,7 @@ spawn_listening() {
     "$@" >"$log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
+    SPAWNED_PID="$pid"
     PORT=""
     for _ in $(seq 100); do
         PORT="$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$log" | head -n 1)"

@@ -18,12 +18,16 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SDK_VENV:-$ROOT/target/sdk-venv}"
 PY="$VENV/bin/python"
+# The major version users get from `pip install openai` today.
+SDK_SPEC='openai>=3,<4'
 
-if ! { [[ -x "$PY" ]] && "$PY" -c 'import openai' 2>/dev/null; }; then
-    echo "sdk-check: creating $VENV with the openai package"
+if [[ ! -x "$PY" ]]; then
+    echo "sdk-check: creating $VENV"
     python3 -m venv "$VENV"
-    "$PY" -m pip install -q 'openai>=1.50,<3'
 fi
+# A no-op (and offline) when the venv already satisfies SDK_SPEC; replaces
+# an older major left in the venv by a previous pin.
+"$PY" -m pip install -q --disable-pip-version-check "$SDK_SPEC"
 
 
 # shellcheck source=scripts/lib.sh

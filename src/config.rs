@@ -1,14 +1,20 @@
 //! Configuration: YAML is parsed into raw serde structs (unknown keys rejected),
 //! `${VAR}` / `${VAR:-default}` are expanded from the environment, and a
 //! `validate` step turns the result into the runtime [`Config`]. Every error
-//! names the YAML path it is about.
+//! names the YAML path it is about, and all of them are reported at once:
+//! duplicate keys by a pass before the typed parse, validation errors as
+//! `validate` goes (only a syntax or shape error from serde stops early).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::num::IntErrorKind;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny};
 use serde_yaml::Value;
 
 /// Defaults, in one place so the README and `--check-config` can quote them.
@@ -30,20 +36,54 @@ pub mod defaults {
     pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
 }
 
-/// A startup error: the config could not be read, parsed or validated.
+/// A startup error: the config could not be read, parsed or validated. It
+/// carries every problem found (validation does not stop at the first), each
+/// naming its YAML path.
 #[derive(Debug)]
-pub struct ConfigError(String);
+pub struct ConfigError {
+    /// The file the config came from, when it came from one.
+    file: Option<String>,
+    /// At least one.
+    messages: Vec<String>,
+}
 
+impl ConfigError {
+    fn one(message: impl Into<String>) -> ConfigError {
+        ConfigError::many(vec![message.into()])
+    }
+
+    fn many(messages: Vec<String>) -> ConfigError {
+        debug_assert!(!messages.is_empty());
+        ConfigError {
+            file: None,
+            messages,
+        }
+    }
+}
+
+/// One problem: `FILE: PATH: message`. Several: a count, then one per line.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        match self.messages.as_slice() {
+            [one] => f.write_str(one),
+            all => {
+                write!(f, "{} errors:", all.len())?;
+                for m in all {
+                    write!(f, "\n  {m}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 fn err(path: &str, msg: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{path}: {msg}"))
+    ConfigError::one(format!("{path}: {msg}"))
 }
 
 /// A string that must never be printed: `Debug` and `Display` redact it.
@@ -144,12 +184,29 @@ struct RawRoute {
     model_id: Option<String>,
 }
 
-/// Expands variables and parses numbers, naming the path on error.
+/// Expands variables and parses numbers, naming the path on error, and
+/// collects the errors `validate` goes on after.
 struct Expander<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
+    errors: RefCell<Vec<String>>,
 }
 
 impl Expander<'_> {
+    /// Record a problem; validation goes on to find the others.
+    fn report(&self, e: ConfigError) {
+        self.errors.borrow_mut().extend(e.messages);
+    }
+
+    /// The value, or, after recording the error, a placeholder: a config
+    /// with any error is never used, so the placeholder only lets
+    /// validation go on to report the rest.
+    fn check<T: Default>(&self, r: Result<T, ConfigError>) -> T {
+        r.unwrap_or_else(|e| {
+            self.report(e);
+            T::default()
+        })
+    }
+
     fn string(&self, path: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
         v.map(|s| {
             if s.contains('$') {
@@ -166,22 +223,75 @@ impl Expander<'_> {
         T: std::str::FromStr,
         T::Err: fmt::Display,
     {
-        let text = match v {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(s)) => self.string(path, Some(s))?.unwrap_or_default(),
-            Some(other) => {
-                let shown = serde_yaml::to_string(&other).unwrap_or_default();
-                return Err(err(
-                    path,
-                    format!("expected a number, got {}", shown.trim()),
-                ));
-            }
+        let Some(Scalar { text, shown }) = self.scalar(path, v)? else {
+            return Ok(None);
         };
-        text.trim()
-            .parse::<T>()
+        text.parse::<T>()
             .map(Some)
-            .map_err(|e| err(path, format!("expected a number, got {text:?} ({e})")))
+            .map_err(|e| err(path, format!("expected a number, got {shown} ({e})")))
+    }
+
+    /// A number's text, expanded and trimmed, and how an error may show it.
+    fn scalar(&self, path: &str, v: Option<Value>) -> Result<Option<Scalar>, ConfigError> {
+        Ok(Some(match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => Scalar {
+                text: n.to_string(),
+                shown: n.to_string(),
+            },
+            // A variable may hold a secret put here by mistake: an error
+            // names the variable, not its value.
+            Some(Value::String(s)) if s.contains('$') => Scalar {
+                text: self
+                    .string(path, Some(s.clone()))?
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                shown: format!("{s:?} (value not shown)"),
+            },
+            Some(Value::String(s)) => Scalar {
+                text: s.trim().to_string(),
+                shown: format!("{s:?}"),
+            },
+            Some(other) => Scalar {
+                text: String::new(),
+                shown: serde_yaml::to_string(&other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            },
+        }))
+    }
+
+    /// An integer within `range` (inclusive), which must fit `T`.
+    fn int<T: TryFrom<i128>>(
+        &self,
+        path: &str,
+        v: Option<Value>,
+        range: RangeInclusive<i128>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(Scalar { text, shown }) = self.scalar(path, v)? else {
+            return Ok(None);
+        };
+        let out_of_range = || {
+            err(
+                path,
+                format!("{text} is out of range ({}-{})", range.start(), range.end()),
+            )
+        };
+        match text.parse::<i128>() {
+            Ok(n) if range.contains(&n) => T::try_from(n).map(Some).map_err(|_| out_of_range()),
+            Ok(_) => Err(out_of_range()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                ) =>
+            {
+                Err(out_of_range())
+            }
+            Err(_) => Err(err(path, format!("expected an integer, got {shown}"))),
+        }
     }
 
     fn secs(&self, path: &str, v: Option<Value>, default: f64) -> Result<Duration, ConfigError> {
@@ -194,6 +304,12 @@ impl Expander<'_> {
         }
         Ok(Duration::from_secs_f64(v))
     }
+}
+
+/// See [`Expander::scalar`].
+struct Scalar {
+    text: String,
+    shown: String,
 }
 
 // ---------------------------------------------------------------------------
@@ -287,9 +403,11 @@ impl Config {
     /// Read, expand and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_yaml_with_env(&text, &|k| std::env::var(k).ok())
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml_with_env(&text, &|k| std::env::var(k).ok()).map_err(|mut e| {
+            e.file = Some(path.display().to_string());
+            e
+        })
     }
 
     /// Parse from YAML text, expanding variables from the process environment.
@@ -303,10 +421,29 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
-            return Err(ConfigError("the config is empty".into()));
+            return Err(ConfigError::one("the config is empty"));
         }
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
-        validate(raw, &Expander { env })
+        let duplicates = duplicate_keys(text);
+        if !duplicates.is_empty() {
+            return Err(ConfigError::many(duplicates));
+        }
+        // serde stops at the first error it meets; validation does not.
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::one(e.to_string()))?;
+        let x = Expander {
+            env,
+            errors: RefCell::default(),
+        };
+        let result = validate(raw, &x);
+        let mut errors = x.errors.into_inner();
+        match result {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError::many(errors)),
+            Err(e) => {
+                errors.extend(e.messages);
+                Err(ConfigError::many(errors))
+            }
+        }
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
@@ -375,6 +512,135 @@ impl Config {
 }
 
 // ---------------------------------------------------------------------------
+// Duplicate keys.
+
+/// Every duplicate mapping key in the document, at any depth, as
+/// `PATH: duplicate key`. serde alone keeps the last of two equal keys in a
+/// map (two providers with one name: the first silently vanishes) and, in a
+/// struct, stops at the first with a message that does not name the key's
+/// path. A syntax error is left to the typed parse, which reports its line.
+fn duplicate_keys(text: &str) -> Vec<String> {
+    let found = RefCell::new(Vec::new());
+    let walk = KeyWalk {
+        path: String::new(),
+        found: &found,
+    };
+    let _ = walk.deserialize(serde_yaml::Deserializer::from_str(text));
+    found.into_inner()
+}
+
+/// Visits every node of a YAML document, noting repeated keys per mapping.
+struct KeyWalk<'a> {
+    /// The YAML path of the node being visited (empty at the root).
+    path: String,
+    found: &'a RefCell<Vec<String>>,
+}
+
+impl KeyWalk<'_> {
+    fn child(&self, segment: &str) -> KeyWalk<'_> {
+        let path = if self.path.is_empty() {
+            segment.to_string()
+        } else if segment.starts_with('[') {
+            format!("{}{segment}", self.path)
+        } else {
+            format!("{}.{segment}", self.path)
+        };
+        KeyWalk {
+            path,
+            found: self.found,
+        }
+    }
+}
+
+/// A key as the config's paths show it. `local` and `"local"` are the same
+/// key to the config (both become the string "local"), so they compare equal.
+fn key_name(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        while seq
+            .next_element_seed(self.child(&format!("[{i}]")))?
+            .is_some()
+        {
+            i = i.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<Value>()? {
+            let name = key_name(&key);
+            let child = self.child(&name);
+            if !seen.insert(name) {
+                self.found
+                    .borrow_mut()
+                    .push(format!("{}: duplicate key", child.path));
+            }
+            map.next_value_seed(child)?;
+        }
+        Ok(())
+    }
+
+    /// A tagged value (`!Tag value`).
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (IgnoredAny, variant) = data.variant()?;
+        de::VariantAccess::newtype_variant_seed(variant, self)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Environment expansion.
 
 /// Expand `${VAR}` and `${VAR:-default}` in one string. `$$` is a literal `$`.
@@ -422,163 +688,171 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 // ---------------------------------------------------------------------------
 // Validation.
 
+/// Every check reports through `x` and goes on, so one run names every
+/// problem; the caller turns any report into an error.
 fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
     let s = raw.server;
-    let workers = x
-        .number::<usize>("server.workers", s.workers)?
-        .unwrap_or(defaults::WORKERS);
-    if workers == 0 || workers > 100_000 {
-        return Err(err("server.workers", "must be between 1 and 100000"));
-    }
-    let log_level = match x.string("server.log_level", s.log_level)? {
+    let log_level = match x.check(x.string("server.log_level", s.log_level)) {
         None => log::LevelFilter::Info,
-        Some(l) => parse_level(&l).ok_or_else(|| {
-            err(
+        Some(l) => parse_level(&l).unwrap_or_else(|| {
+            x.report(err(
                 "server.log_level",
                 format!("unknown level {l:?} (off, error, warn, info, debug, trace)"),
-            )
-        })?,
+            ));
+            log::LevelFilter::Info
+        }),
     };
-    let max_body_bytes = x
-        .number::<u64>("server.max_body_bytes", s.max_body_bytes)?
-        .unwrap_or(defaults::MAX_BODY_BYTES);
-    if max_body_bytes < 1024 {
-        return Err(err("server.max_body_bytes", "must be at least 1024"));
-    }
     let server = ServerConfig {
         host: x
-            .string("server.host", s.host)?
+            .check(x.string("server.host", s.host))
             .unwrap_or_else(|| defaults::HOST.to_string()),
         port: x
-            .number::<u16>("server.port", s.port)?
+            .check(x.int("server.port", s.port, 0..=65535))
             .unwrap_or(defaults::PORT),
-        workers,
-        queue_timeout: x.secs(
+        workers: x
+            .check(x.int("server.workers", s.workers, 1..=100_000))
+            .unwrap_or(defaults::WORKERS),
+        queue_timeout: x.check(x.secs(
             "server.queue_timeout",
             s.queue_timeout,
             defaults::QUEUE_TIMEOUT_SECS,
-        )?,
-        client_timeout: x.secs(
+        )),
+        client_timeout: x.check(x.secs(
             "server.client_timeout",
             s.client_timeout,
             defaults::CLIENT_TIMEOUT_SECS,
-        )?,
-        max_body_bytes,
+        )),
+        max_body_bytes: x
+            .check(x.int(
+                "server.max_body_bytes",
+                s.max_body_bytes,
+                1024..=i128::from(u64::MAX),
+            ))
+            .unwrap_or(defaults::MAX_BODY_BYTES),
         log_level,
     };
 
-    let max_failures = x
-        .number::<u32>("failover.max_failures", raw.failover.max_failures)?
-        .unwrap_or(defaults::MAX_FAILURES);
-    if max_failures == 0 {
-        return Err(err("failover.max_failures", "must be at least 1"));
-    }
     let failover = FailoverConfig {
-        max_failures,
-        cooldown: x.secs(
+        max_failures: x
+            .check(x.int(
+                "failover.max_failures",
+                raw.failover.max_failures,
+                1..=i128::from(u32::MAX),
+            ))
+            .unwrap_or(defaults::MAX_FAILURES),
+        cooldown: x.check(x.secs(
             "failover.cooldown",
             raw.failover.cooldown,
             defaults::COOLDOWN_SECS,
-        )?,
+        )),
     };
 
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (name, p) in raw.providers {
         let path = format!("providers.{name}");
-        let kind = match p.kind.as_str() {
-            "openai" => ProviderKind::OpenAi,
-            "azure" => ProviderKind::Azure,
-            "anthropic" => ProviderKind::Anthropic,
+        let (kind, known_kind) = match p.kind.as_str() {
+            "openai" => (ProviderKind::OpenAi, true),
+            "azure" => (ProviderKind::Azure, true),
+            "anthropic" => (ProviderKind::Anthropic, true),
             other => {
-                return Err(err(
+                x.report(err(
                     &format!("{path}.type"),
                     format!(
                         "unknown provider type {other:?} (expected one of: openai, azure, anthropic)"
                     ),
                 ));
+                // A placeholder, so that the keys every kind has are still
+                // checked; the config is refused anyway.
+                (ProviderKind::OpenAi, false)
             }
         };
         let only_for = |field: &str, set: bool, kinds: &[ProviderKind]| {
-            if set && !kinds.contains(&kind) {
-                return Err(err(
+            if known_kind && set && !kinds.contains(&kind) {
+                x.report(err(
                     &format!("{path}.{field}"),
                     format!("not used by type {}", kind.as_str()),
                 ));
             }
-            Ok(())
         };
         only_for(
             "api_version",
             p.api_version.is_some(),
             &[ProviderKind::Azure],
-        )?;
+        );
         only_for(
             "anthropic_version",
             p.anthropic_version.is_some(),
             &[ProviderKind::Anthropic],
-        )?;
+        );
         only_for(
             "max_tokens",
             p.max_tokens.is_some(),
             &[ProviderKind::Anthropic],
-        )?;
-        let api_version = x.string(&format!("{path}.api_version"), p.api_version)?;
+        );
+        let api_version = x.check(x.string(&format!("{path}.api_version"), p.api_version));
         let (anthropic_version, max_tokens) = match kind {
             ProviderKind::Anthropic => {
                 let vpath = format!("{path}.anthropic_version");
                 let version = x
-                    .string(&vpath, p.anthropic_version)?
+                    .check(x.string(&vpath, p.anthropic_version))
                     .unwrap_or_else(|| defaults::ANTHROPIC_VERSION.into());
                 if version.is_empty() {
-                    return Err(err(&vpath, "must not be empty"));
+                    x.report(err(&vpath, "must not be empty"));
                 }
-                let mpath = format!("{path}.max_tokens");
                 let max = x
-                    .number::<u32>(&mpath, p.max_tokens)?
+                    .check(x.int(
+                        &format!("{path}.max_tokens"),
+                        p.max_tokens,
+                        1..=i128::from(u32::MAX),
+                    ))
                     .unwrap_or(defaults::ANTHROPIC_MAX_TOKENS);
-                if max == 0 {
-                    return Err(err(&mpath, "must be at least 1"));
-                }
                 (Some(version), Some(max))
             }
             ProviderKind::OpenAi | ProviderKind::Azure => (None, None),
         };
-        let base = x.string(&format!("{path}.base_url"), p.base_url)?;
+        let base = x.check(x.string(&format!("{path}.base_url"), p.base_url));
         let base = match kind {
             ProviderKind::OpenAi => base.unwrap_or_else(|| defaults::OPENAI_BASE_URL.into()),
             ProviderKind::Anthropic => base.unwrap_or_else(|| defaults::ANTHROPIC_BASE_URL.into()),
             ProviderKind::Azure => {
                 if api_version.as_deref().is_none_or(str::is_empty) {
-                    return Err(err(
+                    x.report(err(
                         &format!("{path}.api_version"),
                         "is required for type azure (for example 2024-10-21)",
                     ));
                 }
-                base.ok_or_else(|| {
-                    err(
+                base.unwrap_or_else(|| {
+                    x.report(err(
                         &format!("{path}.base_url"),
                         "is required for type azure (https://RESOURCE.openai.azure.com)",
-                    )
-                })?
+                    ));
+                    String::new()
+                })
             }
+        };
+        // Checked once: an azure provider without one was reported above.
+        let base_url = if base.is_empty() {
+            String::new()
+        } else {
+            x.check(base_url(&format!("{path}.base_url"), &base))
         };
         providers.push(ProviderConfig {
             kind,
             api_key: x
-                .string(&format!("{path}.api_key"), p.api_key)?
+                .check(x.string(&format!("{path}.api_key"), p.api_key))
                 .filter(|k| !k.is_empty())
                 .map(Secret::new),
-            base_url: base_url(&format!("{path}.base_url"), &base)?,
-            timeout: x.secs(
+            base_url,
+            timeout: x.check(x.secs(
                 &format!("{path}.timeout"),
                 p.timeout,
                 defaults::TIMEOUT_SECS,
-            )?,
-            stream_timeout: x.secs(
+            )),
+            stream_timeout: x.check(x.secs(
                 &format!("{path}.stream_timeout"),
                 p.stream_timeout,
                 defaults::STREAM_TIMEOUT_SECS,
-            )?,
+            )),
             api_version,
             anthropic_version,
             max_tokens,
@@ -587,38 +861,48 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
     }
 
     if raw.models.is_empty() {
-        return Err(err("models", "at least one model is required"));
+        x.report(err("models", "at least one model is required"));
     }
     let mut models = BTreeMap::new();
     for (name, m) in raw.models {
         let path = format!("models.{name}.providers");
         if m.providers.is_empty() {
-            return Err(err(&path, "a model needs at least one provider"));
+            x.report(err(&path, "a model needs at least one provider"));
         }
         let mut routes: Vec<Route> = Vec::with_capacity(m.providers.len());
         for (pname, r) in m.providers {
             let rpath = format!("{path}.{pname}");
-            let provider = providers
-                .iter()
-                .position(|p| p.name == pname)
-                .ok_or_else(|| err(&rpath, "no such provider"))?;
-            let priority = x
-                .number::<u32>(&format!("{rpath}.priority"), Some(r.priority))?
-                .ok_or_else(|| err(&format!("{rpath}.priority"), "is required"))?;
+            let ppath = format!("{rpath}.priority");
+            let priority = x.int::<u32>(&ppath, Some(r.priority), 0..=i128::from(u32::MAX));
+            let model_id = x
+                .check(x.string(&format!("{rpath}.model_id"), r.model_id))
+                .unwrap_or_else(|| name.clone());
+            if model_id.is_empty() {
+                x.report(err(&format!("{rpath}.model_id"), "must not be empty"));
+            }
+            let Some(provider) = providers.iter().position(|p| p.name == pname) else {
+                x.report(err(&rpath, "no such provider"));
+                continue;
+            };
+            let priority = match priority {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    x.report(err(&ppath, "is required"));
+                    continue;
+                }
+                Err(e) => {
+                    x.report(e);
+                    continue;
+                }
+            };
             if let Some(other) = routes.iter().find(|o| o.priority == priority) {
-                return Err(err(
-                    &format!("{rpath}.priority"),
+                x.report(err(
+                    &ppath,
                     format!(
                         "priority {priority} is already used by provider {}",
                         providers[other.provider].name
                     ),
                 ));
-            }
-            let model_id = x
-                .string(&format!("{rpath}.model_id"), r.model_id)?
-                .unwrap_or_else(|| name.clone());
-            if model_id.is_empty() {
-                return Err(err(&format!("{rpath}.model_id"), "must not be empty"));
             }
             routes.push(Route {
                 provider,
@@ -717,6 +1001,21 @@ mod tests {
         assert_eq!(expand_str("$$5 and $x", &e).unwrap(), "$5 and $x");
         assert!(expand_str("${B}", &e).unwrap_err().contains("B is not set"));
         assert!(expand_str("${A", &e).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_in_sequences_and_tagged_values() {
+        assert_eq!(
+            duplicate_keys("a:\n  - {x: 1, y: 2}\n  - {x: 1, x: 2}\n"),
+            ["a[1].x: duplicate key"]
+        );
+        assert_eq!(
+            duplicate_keys("a: !tag {x: 1, x: 2}\n1: a\n\"1\": b\n"),
+            ["a.x: duplicate key", "1: duplicate key"]
+        );
+        assert!(duplicate_keys("a: {x: 1}\nb: {x: 1}\n").is_empty());
+        // A syntax error is the typed parse's to report.
+        assert!(duplicate_keys("a: [1, 2\n").is_empty());
     }
 
     #[test]

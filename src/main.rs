@@ -113,11 +113,13 @@ fn main() -> ExitCode {
     }
     llm_proxy::init_logging(config.server.log_level);
     let (models, providers) = (config.models.len(), config.providers.len());
+    let addr = listen_addr(&config.server.host, config.server.port);
     let handle = match llm_proxy::start(config, None) {
         Ok(h) => h,
         Err(e) => {
-            log::error!("cannot start: {e}");
-            eprintln!("llm-proxy: cannot start: {e}");
+            let why = listen_failure(&e);
+            log::error!("cannot listen on {addr}: {why}");
+            eprintln!("llm-proxy: cannot listen on {addr}: {why}");
             return ExitCode::from(1);
         }
     };
@@ -128,4 +130,25 @@ fn main() -> ExitCode {
     );
     handle.join();
     ExitCode::SUCCESS
+}
+
+/// `host:port` as an error names it (`[::1]:8000` for IPv6).
+fn listen_addr(host: &str, port: u16) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+/// Why binding failed, in words an operator acts on.
+fn listen_failure(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => "address already in use".into(),
+        ErrorKind::AddrNotAvailable => "address not available on this machine".into(),
+        ErrorKind::PermissionDenied => {
+            "permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE)".into()
+        }
+        _ => e.to_string(),
+    }
 }

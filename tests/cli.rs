@@ -302,3 +302,234 @@ fn flags_override_the_config_and_the_demo_config_serves() {
     assert_eq!(r.status(), 200);
     run.wait_for("GET /health");
 }
+
+#[test]
+fn check_config_reports_every_error_one_per_line() {
+    let bad = write_config(
+        "server:\n  port: 99999\nproviders:\n  p:\n    type: gemini\nmodels:\n  m:\n    providers:\n      nope: {priority: 0}\n",
+    );
+    let path = bad.to_str().unwrap();
+    let (code, out, err) = run(&["--config", path, "--check-config"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.contains("config OK"), "{out}");
+    let mut lines = err.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("llm-proxy: invalid config: {path}: 3 errors:")
+    );
+    let rest: Vec<&str> = lines.map(str::trim).collect();
+    assert_eq!(
+        rest,
+        [
+            "server.port: 99999 is out of range (0-65535)",
+            "providers.p.type: unknown provider type \"gemini\" (expected one of: openai, azure, anthropic)",
+            "models.m.providers.nope: no such provider",
+        ],
+        "{err}"
+    );
+}
+
+/// Run the binary and wait for it to exit, killing it after 20 s (a proxy
+/// that unexpectedly serves would never exit on its own).
+fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr reaches EOF when the process exits.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let Ok(err) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{args:?} did not exit");
+    };
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_port_in_use_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let cfg = write_config(
+        "providers:\n  p:\n    type: openai\nmodels:\n  m:\n    providers:\n      p: {priority: 0}\n",
+    );
+    let (code, err) = run_to_exit(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: address already in use"
+        )),
+        "{err}"
+    );
+}
+
+/// `scripts/demo.sh` with the debug binaries, all ports as given (0: any
+/// free one), its stdout piped and its stderr in a file. Dropping it stops
+/// it as Ctrl-C would (SIGTERM; its trap stops the proxy and the mocks).
+struct Demo {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
+    shown: Vec<String>,
+}
+
+impl Demo {
+    fn start(proxy_port: u16) -> Demo {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+            .env("PORT", proxy_port.to_string())
+            .env("MOCK_A_PORT", "0")
+            .env("MOCK_B_PORT", "0")
+            .env("LLM_PROXY_BIN", BIN)
+            .env("LLM_PROXY_MOCK_BIN", env!("CARGO_BIN_EXE_llm-proxy-mock"))
+            .env_remove("LLM_PROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Demo {
+            child,
+            stdout: rx,
+            stderr,
+            shown: Vec::new(),
+        }
+    }
+
+    /// The next stdout line containing `needle`, or None once stdout closed.
+    fn wait_for(&mut self, needle: &str) -> Option<String> {
+        loop {
+            match self.stdout.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.shown.push(line.clone());
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("demo.sh: nothing with {needle:?}; stdout: {:?}", self.shown)
+                }
+            }
+        }
+    }
+
+    /// SIGTERM (what the trap handles), then the exit code; 30 s at most.
+    fn stop(&mut self) -> Option<i32> {
+        if self.child.try_wait().unwrap().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        self.exit_code()
+    }
+
+    /// Wait for the script to end by itself; 30 s at most.
+    fn exit_code(&mut self) -> Option<i32> {
+        let (tx, rx) = mpsc::channel();
+        let pid = self.child.id();
+        let waiter = std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let status = self.child.wait().unwrap();
+        let _ = tx.send(());
+        waiter.join().unwrap();
+        status.code()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn demo_refuses_a_port_another_server_answers_on() {
+    // Another HTTP server on the demo's port, answering /health with 200.
+    let other = Fake::ok("not the proxy");
+    let port: u16 = other
+        .root_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut demo = Demo::start(port);
+    let running = demo.wait_for("is running");
+    let code = demo.exit_code();
+    let err = demo.stderr();
+    assert!(running.is_none(), "reported as running: {running:?}\n{err}");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("in use"),
+        "no clear message naming the address: {err}"
+    );
+}
+
+#[test]
+fn demo_serves_through_the_mocks_and_stops_everything_on_sigterm() {
+    let mut demo = Demo::start(0);
+    let line = demo
+        .wait_for("is running on http://")
+        .unwrap_or_else(|| panic!("demo.sh ended: {}", demo.stderr()));
+    let url = line
+        .split("running on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let r = agent()
+        .post(format!("{url}/v1/chat/completions"))
+        .send(chat_body("gpt-4o-mini", false))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().read_to_string().unwrap();
+    assert!(body.contains("Hello from mock-"), "{body}");
+
+    assert_eq!(demo.stop(), Some(143), "{}", demo.stderr());
+    // The trap stopped the proxy: nothing listens on its port any more.
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the proxy outlived demo.sh"
+    );
+}

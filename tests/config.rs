@@ -238,3 +238,206 @@ fn anthropic_providers_have_defaults_and_their_own_keys() {
     assert!(c.provider("openai").unwrap().anthropic_version.is_none());
     assert!(c.provider("openai").unwrap().max_tokens.is_none());
 }
+
+/// Apply each (from, to) edit to GOOD and expect the error to contain the
+/// needle; report every case that does not.
+fn expect_each(cases: &[(&str, &str, &str)]) {
+    let mut wrong = Vec::new();
+    for (from, to, needle) in cases {
+        assert!(GOOD.contains(from), "bad test case: {from}");
+        match load(&GOOD.replacen(from, to, 1)) {
+            Ok(_) => wrong.push(format!("{to:?}: accepted, expected {needle:?}")),
+            Err(e) if !e.contains(needle) => {
+                wrong.push(format!("{to:?}: expected {needle:?} in: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn duplicate_keys_are_rejected_at_any_depth_naming_the_path() {
+    let cases: &[(&str, &str, &str)] = &[
+        // Top level.
+        (
+            "failover:\n",
+            "failover:\n  max_failures: 5\nfailover:\n",
+            "failover: duplicate key",
+        ),
+        // A fixed key inside a provider.
+        (
+            "    timeout: 10\n",
+            "    timeout: 10\n    timeout: 20\n",
+            "providers.openai.timeout: duplicate key",
+        ),
+        // A user-chosen name: two providers called `local`.
+        (
+            "  local:\n    type: openai\n",
+            "  local:\n    type: azure\n  local:\n    type: openai\n",
+            "providers.local: duplicate key",
+        ),
+        // Two models with the same name.
+        (
+            "  llama:\n",
+            "  gpt-4:\n    providers:\n      local: {priority: 0}\n  llama:\n",
+            "models.gpt-4: duplicate key",
+        ),
+        // The same provider twice in one model.
+        (
+            "      local:\n        priority: 1\n",
+            "      local:\n        priority: 1\n      local:\n        priority: 2\n",
+            "models.gpt-4.providers.local: duplicate key",
+        ),
+        // Inside a flow mapping.
+        (
+            "{priority: 0, model_id: llama3}",
+            "{priority: 0, model_id: llama3, priority: 1}",
+            "models.llama.providers.local.priority: duplicate key",
+        ),
+        // Quoting does not make a different key.
+        (
+            "  local:\n    type: openai\n",
+            "  local:\n    type: openai\n  \"local\":\n    type: openai\n",
+            "providers.local: duplicate key",
+        ),
+    ];
+    expect_each(cases);
+}
+
+#[test]
+fn every_duplicate_key_is_reported() {
+    let yaml = GOOD
+        .replacen("  workers: 16\n", "  workers: 16\n  workers: 32\n", 1)
+        .replacen(
+            "  local:\n    type: openai\n",
+            "  local:\n    type: openai\n  local:\n    type: openai\n",
+            1,
+        );
+    let e = err(&yaml);
+    assert!(e.contains("2 errors"), "{e}");
+    assert!(e.contains("server.workers: duplicate key"), "{e}");
+    assert!(e.contains("providers.local: duplicate key"), "{e}");
+}
+
+#[test]
+fn every_validation_error_is_reported_not_just_the_first() {
+    let yaml = GOOD
+        .replacen("  port: ${PORT:-8000}", "  port: 99999", 1)
+        .replacen(
+            "    type: openai\n    base_url: http://127",
+            "    type: gemini\n    base_url: http://127",
+            1,
+        )
+        .replacen("  cooldown: 30", "  cooldown: -1", 1)
+        .replacen(
+            "      local: {priority: 0, model_id: llama3}",
+            "      backup: {priority: 0}",
+            1,
+        );
+    let text = err(&yaml);
+    assert!(text.starts_with("4 errors:\n"), "{text}");
+    // One line per error after the count, in the order of the file.
+    let lines: Vec<&str> = text.lines().skip(1).map(str::trim).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for needle in [
+        "server.port: 99999 is out of range (0-65535)",
+        "failover.cooldown: ",
+        "providers.local.type: unknown provider type \"gemini\"",
+        "models.llama.providers.backup: no such provider",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(needle)),
+            "no line starting with {needle:?} in {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn one_broken_provider_does_not_make_its_routes_unknown() {
+    // The provider exists; only its type is wrong. Saying "no such provider"
+    // for the routes that use it would send the reader the wrong way.
+    let e = err(&GOOD.replacen(
+        "    type: openai\n    base_url: http://127",
+        "    type: gemini\n    base_url: http://127",
+        1,
+    ));
+    assert!(e.contains("providers.local.type"), "{e}");
+    assert!(!e.contains("no such provider"), "{e}");
+}
+
+#[test]
+fn integers_out_of_range_say_so_and_name_the_range() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "  port: ${PORT:-8000}",
+            "  port: 99999",
+            "server.port: 99999 is out of range (0-65535)",
+        ),
+        (
+            "  port: ${PORT:-8000}",
+            "  port: -1",
+            "server.port: -1 is out of range (0-65535)",
+        ),
+        (
+            "  port: ${PORT:-8000}",
+            "  port: ${BIG:-70000}",
+            "server.port: 70000 is out of range (0-65535)",
+        ),
+        (
+            "  workers: 16",
+            "  workers: 100001",
+            "server.workers: 100001 is out of range (1-100000)",
+        ),
+        (
+            "  workers: 16",
+            "  workers: 0",
+            "server.workers: 0 is out of range (1-100000)",
+        ),
+        (
+            "  workers: 16",
+            "  workers: 16\n  max_body_bytes: 100",
+            "server.max_body_bytes: 100 is out of range (1024-",
+        ),
+        (
+            "  max_failures: 5",
+            "  max_failures: 4294967296",
+            "failover.max_failures: 4294967296 is out of range (1-4294967295)",
+        ),
+        (
+            "        priority: 1",
+            "        priority: 99999999999",
+            "models.gpt-4.providers.local.priority: 99999999999 is out of range (0-4294967295)",
+        ),
+        (
+            "  port: ${PORT:-8000}",
+            "  port: 80.5",
+            "server.port: expected an integer, got 80.5",
+        ),
+        (
+            "  port: ${PORT:-8000}",
+            "  port: eighty",
+            "server.port: expected an integer, got \"eighty\"",
+        ),
+    ];
+    expect_each(cases);
+    // The edges are accepted.
+    let c = load(&GOOD.replacen("  port: ${PORT:-8000}", "  port: 65535", 1)).unwrap();
+    assert_eq!(c.server.port, 65535);
+    let c = load(&GOOD.replacen("  workers: 16", "  workers: 100000", 1)).unwrap();
+    assert_eq!(c.server.workers, 100_000);
+}
+
+#[test]
+fn a_variable_in_a_number_is_not_echoed_when_its_value_is_not_one() {
+    // A secret put where a number belongs, by mistake: the message names
+    // the variable, never its value.
+    for (from, to) in [
+        ("  port: ${PORT:-8000}", "  port: ${KEY}"),
+        ("    timeout: 10", "    timeout: ${KEY}"),
+    ] {
+        let e = err(&GOOD.replacen(from, to, 1));
+        assert!(e.contains("${KEY}"), "{e}");
+        assert!(!e.contains("sk-from"), "the value reached the message: {e}");
+    }
+}
