@@ -22,6 +22,15 @@ pub enum ProviderError {
         /// From a `Retry-After` header, if any.
         retry_after: Option<Duration>,
     },
+    /// A 3xx. Redirects are not followed (a `base_url` that redirects, e.g.
+    /// `http://` to `https://`, is a configuration error, and following it
+    /// would send the key to wherever the upstream points), but the answer
+    /// is no success either: it fails over and counts against the provider.
+    Redirect {
+        status: u16,
+        /// The `Location` header, key redacted and cut to a sane length.
+        location: Option<String>,
+    },
     /// A 2xx answer whose body (or first stream event) could not be decoded.
     Decode(String),
 }
@@ -32,9 +41,10 @@ impl ProviderError {
     /// everywhere, so they are returned to the client as they are.
     pub fn is_failover(&self) -> bool {
         match self {
-            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Decode(_) => {
-                true
-            }
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::Decode(_)
+            | ProviderError::Redirect { .. } => true,
             ProviderError::Status { status, .. } => {
                 matches!(status, 401 | 403 | 404 | 408 | 429) || *status >= 500
             }
@@ -55,7 +65,9 @@ impl ProviderError {
     /// The upstream status, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ProviderError::Status { status, .. } => Some(*status),
+            ProviderError::Status { status, .. } | ProviderError::Redirect { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -65,6 +77,10 @@ impl ProviderError {
             ProviderError::Connect(m) => format!("connection failed: {m}"),
             ProviderError::Timeout(m) => format!("timed out: {m}"),
             ProviderError::Decode(m) => format!("invalid response: {m}"),
+            ProviderError::Redirect { status, location } => match location {
+                Some(l) => format!("HTTP {status} redirect to {l} (not followed; check base_url)"),
+                None => format!("HTTP {status} redirect with no Location (not followed)"),
+            },
             ProviderError::Status { status, error, .. } => {
                 let msg = error
                     .get("message")
@@ -327,6 +343,13 @@ mod tests {
         assert!(ProviderError::Connect("x".into()).is_failover());
         assert!(ProviderError::Timeout("x".into()).is_failover());
         assert!(ProviderError::Decode("x".into()).is_failover());
+        for s in [300, 301, 302, 303, 304, 307, 308] {
+            let e = ProviderError::Redirect {
+                status: s,
+                location: None,
+            };
+            assert!(e.is_failover(), "{s}");
+        }
     }
 
     #[test]

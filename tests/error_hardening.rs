@@ -120,3 +120,73 @@ models:
         fake.base_url()
     )
 }
+
+// ---------------------------------------------------------------------------
+// 3xx
+
+/// A redirect is not followed, not passed to the client, and not a success:
+/// it fails over and counts against the provider.
+#[test]
+fn redirects_fail_over_and_count_for_json_and_streams() {
+    for status in [301, 302, 303, 307, 308] {
+        for stream in [false, true] {
+            let primary = Fake::new(
+                Reply::raw(status, "").with_header("Location", "https://example.invalid/v1"),
+            );
+            let backup = Fake::new(if stream {
+                Reply::chunks(&["from ", "backup"], End::Done)
+            } else {
+                Reply::completion("from backup")
+            });
+            let p = Proxy::start(&two(&primary, &backup, "{max_failures: 1, cooldown: 60}"));
+            let what = format!("{status} stream={stream}");
+            let r = p.post("/v1/chat/completions", &chat_body("gpt-4", stream));
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"), "{what}");
+            assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"), "{what}");
+            assert!(r.body.contains("backup"), "{what}: {}", r.body);
+            // Counted: max_failures 1 opened the breaker.
+            let r = p.post("/v1/chat/completions", &chat_body("gpt-4", stream));
+            assert_eq!(r.header("x-llm-proxy-attempts"), Some("1"), "{what}");
+            assert_eq!(primary.count(), 1, "{what}");
+            // Not followed.
+            assert_eq!(backup.count(), 2, "{what}");
+        }
+    }
+}
+
+/// The 503 names the status and where the upstream wanted to send us, with
+/// the key taken out of the Location and a long Location cut.
+#[test]
+fn redirect_failure_names_status_and_location_without_the_key() {
+    let only = Fake::new(Reply::raw(307, "").with_header(
+        "Location",
+        "https://api.example.invalid/v1/chat/completions?key=sk-only-key-0003",
+    ));
+    let p = Proxy::start(&one(&only, "{max_failures: 3, cooldown: 60}"));
+    let r = p.chat("gpt-4");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let msg = r.error()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("307"), "{msg}");
+    assert!(msg.contains("redirect"), "{msg}");
+    assert!(
+        msg.contains("https://api.example.invalid/v1/chat/completions?key=[redacted]"),
+        "{msg}"
+    );
+    assert!(!r.body.contains("sk-only-key-0003"), "{}", r.body);
+
+    let long = format!("https://example.invalid/{}", "a".repeat(10_000));
+    only.set_default(Reply::raw(302, "").with_header("Location", &long));
+    let r = p.chat("gpt-4");
+    let msg = r.error()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("302"), "{msg}");
+    assert!(msg.contains("https://example.invalid/aaaa"), "{msg}");
+    assert!(msg.len() < 1000, "{} bytes: {msg}", msg.len());
+
+    only.set_default(Reply::raw(301, ""));
+    let msg = p.chat("gpt-4").error()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("301") && msg.contains("no Location"), "{msg}");
+}

@@ -76,6 +76,8 @@ const STREAM_READ_BUFFER: usize = 4 * 1024;
 const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (the rest is not needed).
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// A 3xx's `Location` is cut to this many bytes in messages and logs.
+const MAX_LOCATION: usize = 300;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
@@ -161,12 +163,21 @@ impl Upstream {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let redirect = (300..400).contains(&status).then(|| {
+            resp.headers().get("location").map(|v| {
+                let l = String::from_utf8_lossy(v.as_bytes());
+                truncate(&redact(&l, self.key()), MAX_LOCATION)
+            })
+        });
         let mut buf = Vec::new();
         let _ = resp
             .into_body()
             .into_reader()
             .take(MAX_ERROR_BODY)
             .read_to_end(&mut buf);
+        if let Some(location) = redirect {
+            return Err(ProviderError::Redirect { status, location });
+        }
         let mut error = normalize_upstream_error(status, &buf);
         redact_value(&mut error, self.key());
         Err(ProviderError::Status {
