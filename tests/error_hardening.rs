@@ -190,3 +190,255 @@ fn redirect_failure_names_status_and_location_without_the_key() {
         .to_string();
     assert!(msg.contains("301") && msg.contains("no Location"), "{msg}");
 }
+
+// ---------------------------------------------------------------------------
+// Keys in error bodies
+
+/// The proxy binary with its stderr (at trace level) captured.
+struct Binary {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    url: String,
+    _config: tempfile::TempPath,
+}
+
+impl Binary {
+    fn start(yaml: &str, env: &[(&str, &str)]) -> Binary {
+        use std::io::{BufRead, BufReader, Write};
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        let config = f.into_temp_path();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-proxy"))
+            .args(["--config", config.to_str().unwrap(), "--port", "0"])
+            .env("LLM_PROXY_LOG", "trace")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.split_whitespace().next().unwrap_or("").to_string());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the proxy logs where it listens");
+        Binary {
+            child,
+            log,
+            reader: Some(reader),
+            url,
+            _config: config,
+        }
+    }
+
+    fn post(&self, body: &str) -> Resp {
+        let r = agent()
+            .post(format!("{}/v1/chat/completions", self.url))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("proxy answers");
+        let status = r.status().as_u16();
+        let body = r.into_body().read_to_string().unwrap_or_default();
+        Resp {
+            status,
+            headers: vec![],
+            body,
+        }
+    }
+
+    /// Stop the process; everything it logged.
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every 8-character piece of `key`, and its masked echoes, absent from
+/// `text`.
+fn assert_no_trace_of(key: &str, text: &str, what: &str) {
+    for i in 0..=key.len() - 8 {
+        let piece = &key[i..i + 8];
+        assert!(
+            !text.contains(piece),
+            "{what}: {piece:?} (offset {i} of the key) leaked:\n{text}"
+        );
+    }
+    let last4 = &key[key.len() - 4..];
+    for masked in [
+        format!("*{last4}"),
+        format!(".{last4}"),
+        format!("…{last4}"),
+    ] {
+        assert!(
+            !text.contains(&masked),
+            "{what}: masked echo {masked:?} leaked:\n{text}"
+        );
+    }
+}
+
+const KEY_A: &str = "sk-proj-Alpha7Kq2Zx9Wm4Rt8Yp3Nd";
+const KEY_B: &str = "sk-ant-Beta5Hn1Lv6Qc0Xs2Jd7FgUe";
+
+/// Error bodies that carry `key` with its first character at byte `at` of
+/// the text the proxy truncates, in each of the shapes upstreams use.
+fn bodies(key: &str, at: usize) -> Vec<(&'static str, u16, String)> {
+    let pad = |prefix: usize| "x".repeat(at.saturating_sub(prefix));
+    let obj_key = r#"{"details":{""#.len() + "Bearer ".len();
+    let html = "<html><body><h1>502 Bad Gateway</h1><p>";
+    vec![
+        (
+            "JSON value",
+            500,
+            serde_json::json!({"error": {"message": format!("{}{key} was rejected", pad(0)), "type": "x"}})
+                .to_string(),
+        ),
+        (
+            "JSON object key (inside error)",
+            500,
+            serde_json::json!({"error": {"message": "rejected", "details": {format!("{}Bearer {key}", pad(7)): "rejected"}}})
+                .to_string(),
+        ),
+        (
+            "JSON object key",
+            500,
+            format!(r#"{{"details":{{"{}Bearer {key}":"rejected"}}}}"#, pad(obj_key)),
+        ),
+        ("plain text", 500, format!("{}{key} is not valid", pad(0))),
+        (
+            "HTML",
+            502,
+            format!("{html}{}{key}</p></body></html>", pad(html.len())),
+        ),
+        (
+            "2xx that is not a completion",
+            200,
+            format!(r#"{{"unexpected": "{}{key}"}}"#, pad(r#"{"unexpected": ""#.len())),
+        ),
+    ]
+}
+
+/// Keys at every offset across each place the proxy cuts upstream text
+/// (200 bytes for a 2xx body that is not a completion, 300 for an error
+/// message), in JSON values, JSON object keys, plain text and HTML: no
+/// 8-character piece of a key reaches the client's 400, the 503 after
+/// failover, or the log.
+#[test]
+fn keys_never_leak_whole_or_in_part_through_error_bodies() {
+    let alpha = Fake::new(Reply::completion("unused"));
+    let beta = Fake::new(Reply::completion("unused"));
+    let yaml = format!(
+        r#"
+failover: {{max_failures: 1000000, cooldown: 1}}
+providers:
+  alpha:
+    type: openai
+    api_key: ${{KEY_A}}
+    base_url: {}
+  beta:
+    type: openai
+    api_key: ${{KEY_B}}
+    base_url: {}
+models:
+  gpt-4:
+    providers:
+      alpha: {{priority: 0}}
+      beta: {{priority: 1}}
+"#,
+        alpha.base_url(),
+        beta.base_url()
+    );
+    let bin = Binary::start(&yaml, &[("KEY_A", KEY_A), ("KEY_B", KEY_B)]);
+    let n = KEY_A.len().max(KEY_B.len());
+    let offsets: Vec<usize> = [0, 100]
+        .into_iter()
+        .chain((200 - n - 1)..=201)
+        .chain((300 - n - 1)..=301)
+        .collect();
+    let mut requests = 0;
+    for &at in &offsets {
+        for ((what, status, a), (_, _, b)) in bodies(KEY_A, at).into_iter().zip(bodies(KEY_B, at)) {
+            // Both fail: the 503 names beta's failure, the log both.
+            alpha.push(Reply::raw(status, &a));
+            beta.push(Reply::raw(status, &b));
+            let r = bin.post(&chat_body("gpt-4", false));
+            assert_eq!(r.status, 503, "{what} at {at}: {}", r.body);
+            assert_no_trace_of(KEY_A, &r.body, &format!("503, {what} at {at}"));
+            assert_no_trace_of(KEY_B, &r.body, &format!("503, {what} at {at}"));
+            requests += 1;
+            if status != 200 {
+                // The same body as a 400 goes to the client as it is.
+                alpha.push(Reply::raw(400, &a));
+                let r = bin.post(&chat_body("gpt-4", false));
+                assert_eq!(r.status, 400, "{what} at {at}: {}", r.body);
+                assert_no_trace_of(KEY_A, &r.body, &format!("400, {what} at {at}"));
+                requests += 1;
+            }
+        }
+    }
+    // OpenAI's own masked echo, and a redirect to a URL with the key.
+    let masked = format!(
+        "Incorrect API key provided: {}{}{}. You can find your API key at https://platform.openai.com.",
+        &KEY_A[..8],
+        "*".repeat(40),
+        &KEY_A[KEY_A.len() - 4..]
+    );
+    alpha.push(Reply::error(401, &masked));
+    beta.push(Reply::error(
+        401,
+        &format!(
+            "invalid x-api-key {}…{}",
+            &KEY_B[..7],
+            &KEY_B[KEY_B.len() - 4..]
+        ),
+    ));
+    let r = bin.post(&chat_body("gpt-4", false));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Incorrect API key provided") || r.body.contains("invalid x-api-key"));
+    assert_no_trace_of(KEY_A, &r.body, "masked echo");
+    assert_no_trace_of(KEY_B, &r.body, "masked echo");
+    alpha.push(Reply::error(400, &masked));
+    let r = bin.post(&chat_body("gpt-4", false));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("Incorrect API key provided"), "{}", r.body);
+    assert_no_trace_of(KEY_A, &r.body, "masked echo, 400");
+    alpha.push(
+        Reply::raw(307, "")
+            .with_header("Location", &format!("https://elsewhere.invalid/?k={KEY_A}")),
+    );
+    beta.push(Reply::error(500, "down"));
+    assert_eq!(bin.post(&chat_body("gpt-4", false)).status, 503);
+    requests += 3;
+
+    // Every upstream call happened (nothing was skipped by a breaker).
+    assert!(alpha.count() >= requests, "{} < {requests}", alpha.count());
+    let log = bin.finish();
+    assert!(log.contains("provider alpha failed"), "{log}");
+    assert!(
+        log.contains("307 redirect to https://elsewhere.invalid/?k=[redacted]"),
+        "the WARN line names the Location:\n{log}"
+    );
+    assert_no_trace_of(KEY_A, &log, "log");
+    assert_no_trace_of(KEY_B, &log, "log");
+}

@@ -19,7 +19,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
-use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
+use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::ChatRequest;
 use crate::sse::SseReader;
 
@@ -78,6 +78,8 @@ const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// A 3xx's `Location` is cut to this many bytes in messages and logs.
 const MAX_LOCATION: usize = 300;
+/// The start of a 2xx body that is not what the API promises, in messages.
+const MAX_DECODE_TEXT: usize = 200;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
@@ -178,8 +180,7 @@ impl Upstream {
         if let Some(location) = redirect {
             return Err(ProviderError::Redirect { status, location });
         }
-        let mut error = normalize_upstream_error(status, &buf);
-        redact_value(&mut error, self.key());
+        let error = normalize_upstream_error(status, &buf, self.key());
         Err(ProviderError::Status {
             status,
             error,
@@ -221,7 +222,7 @@ impl Upstream {
 
     /// Classify a transport failure (connect, TLS, timeout, cut body).
     pub fn transport_error(&self, e: ureq::Error) -> ProviderError {
-        let msg = redact(&e.to_string(), self.key());
+        let msg = truncate(&redact(&e.to_string(), self.key()), MAX_UPSTREAM_TEXT);
         match e {
             ureq::Error::Timeout(_) => ProviderError::Timeout(msg),
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
@@ -236,7 +237,7 @@ impl Upstream {
 
     /// Classify a read error while streaming.
     pub fn stream_error(&self, e: std::io::Error) -> ProviderError {
-        let msg = redact(&e.to_string(), self.key());
+        let msg = truncate(&redact(&e.to_string(), self.key()), MAX_UPSTREAM_TEXT);
         // ureq reports its own timeouts as io errors wrapping `Error::Timeout`.
         let timed_out = e.kind() == std::io::ErrorKind::TimedOut
             || e.get_ref()
@@ -253,8 +254,7 @@ impl Upstream {
 
     /// A JSON error object that arrived inside a 2xx stream.
     pub fn in_stream_error(&self, raw: &str) -> ProviderError {
-        let mut error = normalize_upstream_error(500, raw.as_bytes());
-        redact_value(&mut error, self.key());
+        let error = normalize_upstream_error(500, raw.as_bytes(), self.key());
         let msg = error
             .get("message")
             .and_then(Value::as_str)
@@ -266,10 +266,8 @@ impl Upstream {
     /// A 2xx body that is not what the API promises.
     pub fn decode_error(&self, what: &str, body: &[u8]) -> ProviderError {
         let text = String::from_utf8_lossy(body);
-        ProviderError::Decode(redact(
-            &format!("{what}: {}", truncate(text.trim(), 200)),
-            self.key(),
-        ))
+        let text = redact(text.trim(), self.key());
+        ProviderError::Decode(format!("{what}: {}", truncate(&text, MAX_DECODE_TEXT)))
     }
 }
 
@@ -330,18 +328,6 @@ impl Resolver for CachingResolver {
         cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(key, (now, addrs.clone()));
         Ok(addrs)
-    }
-}
-
-fn redact_value(v: &mut Value, key: Option<&str>) {
-    if key.is_none() {
-        return;
-    }
-    match v {
-        Value::String(s) => *s = redact(s, key),
-        Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, key)),
-        Value::Object(o) => o.values_mut().for_each(|x| redact_value(x, key)),
-        _ => {}
     }
 }
 
