@@ -4,6 +4,10 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
 use support::*;
 
 /// `primary` (priority 0) then `backup` (1) for `gpt-4`.
@@ -231,7 +235,7 @@ impl Binary {
             }
         });
         let url = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
+            .recv_timeout(Duration::from_secs(20))
             .expect("the proxy logs where it listens");
         Binary {
             child,
@@ -441,4 +445,185 @@ models:
     );
     assert_no_trace_of(KEY_A, &log, "log");
     assert_no_trace_of(KEY_B, &log, "log");
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency against a closed breaker
+
+/// Send `n` chat requests at once; their answers.
+fn burst(p: &Arc<Proxy>, n: usize) -> Vec<thread::JoinHandle<Resp>> {
+    (0..n)
+        .map(|_| {
+            let p = p.clone();
+            thread::spawn(move || p.chat("gpt-4"))
+        })
+        .collect()
+}
+
+/// 50 requests at once to a provider that takes long to fail (its answers
+/// are held at a gate): only max_failures of them reach it, the other 47
+/// go straight to the backup, and once the held ones fail the breaker is
+/// open. Every request is answered by the backup.
+#[test]
+fn a_failing_provider_gets_at_most_max_failures_concurrent_requests() {
+    let hold = Gate::new();
+    let primary = Fake::new(Reply::After(
+        hold.clone(),
+        Box::new(Reply::error(500, "failed after a while")),
+    ));
+    let backup = Fake::ok("from backup");
+    let p = Arc::new(Proxy::start(&two(
+        &primary,
+        &backup,
+        "{max_failures: 3, cooldown: 60}",
+    )));
+    let answers = burst(&p, 50);
+    primary.wait_for(3);
+    // The 47 others did not wait for the 3 in flight.
+    backup.wait_for(47);
+    assert_eq!(primary.count(), 3);
+    hold.open();
+    for a in answers {
+        let r = a.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"));
+    }
+    assert_eq!(primary.count(), 3);
+    assert_eq!(backup.count(), 50);
+    // The three failures opened the breaker.
+    let r = p.chat("gpt-4");
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("1"));
+    assert_eq!(primary.count(), 3);
+}
+
+/// The same bound once a provider that was healthy starts failing: after
+/// its first failure, new requests are held back while max_failures are
+/// pending.
+#[test]
+fn after_a_failure_new_requests_are_bounded_until_a_verdict() {
+    let hold = Gate::new();
+    let primary = Fake::new(Reply::After(
+        hold.clone(),
+        Box::new(Reply::error(503, "overloaded")),
+    ));
+    primary.push(Reply::completion("healthy"));
+    primary.push(Reply::error(500, "first failure"));
+    let backup = Fake::ok("from backup");
+    let p = Arc::new(Proxy::start(&two(
+        &primary,
+        &backup,
+        "{max_failures: 4, cooldown: 60}",
+    )));
+    assert_eq!(
+        p.chat("gpt-4").header("x-llm-proxy-provider"),
+        Some("primary")
+    );
+    assert_eq!(
+        p.chat("gpt-4").header("x-llm-proxy-provider"),
+        Some("backup")
+    );
+    let answers = burst(&p, 50);
+    // One failure recorded: 3 more may be pending, no more.
+    primary.wait_for(2 + 3);
+    backup.wait_for(1 + 47);
+    assert_eq!(primary.count(), 5);
+    hold.open();
+    for a in answers {
+        assert_eq!(
+            a.join().unwrap().header("x-llm-proxy-provider"),
+            Some("backup")
+        );
+    }
+    assert_eq!(primary.count(), 5);
+    assert_eq!(p.chat("gpt-4").header("x-llm-proxy-attempts"), Some("1"));
+}
+
+/// A provider that has answered well is not throttled: 50 slow requests at
+/// once all reach it.
+#[test]
+fn a_healthy_slow_provider_gets_all_concurrent_requests() {
+    let hold = Gate::new();
+    let primary = Fake::new(Reply::After(
+        hold.clone(),
+        Box::new(Reply::completion("slow but fine")),
+    ));
+    primary.push(Reply::completion("warm"));
+    let backup = Fake::ok("from backup");
+    let p = Arc::new(Proxy::start(&two(
+        &primary,
+        &backup,
+        "{max_failures: 3, cooldown: 60}",
+    )));
+    assert_eq!(
+        p.chat("gpt-4").header("x-llm-proxy-provider"),
+        Some("primary")
+    );
+    let answers = burst(&p, 50);
+    primary.wait_for(51);
+    hold.open();
+    for a in answers {
+        let r = a.join().unwrap();
+        assert_eq!(
+            r.header("x-llm-proxy-provider"),
+            Some("primary"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(backup.count(), 0);
+}
+
+/// A provider with no verdict yet is held to max_failures only while
+/// another provider can answer: a model's only provider gets every
+/// request, slow or not, from the first.
+#[test]
+fn the_only_provider_is_never_refused_for_pending_requests() {
+    let hold = Gate::new();
+    let only = Fake::new(Reply::After(
+        hold.clone(),
+        Box::new(Reply::completion("slow but fine")),
+    ));
+    let p = Arc::new(Proxy::start(&format!(
+        "server: {{workers: 128}}\n{}",
+        one(&only, "{max_failures: 3, cooldown: 60}")
+    )));
+    let answers = burst(&p, 50);
+    only.wait_for(50);
+    hold.open();
+    for a in answers {
+        let r = a.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(only.count(), 50);
+}
+
+/// A provider held back for pending requests is still tried when every
+/// other provider has failed: better a late answer than a 503.
+#[test]
+fn a_held_back_provider_is_tried_when_the_others_fail() {
+    let hold = Gate::new();
+    let primary = Fake::new(Reply::completion("primary, as a last resort"));
+    for _ in 0..3 {
+        primary.push(Reply::After(
+            hold.clone(),
+            Box::new(Reply::error(500, "slow failure")),
+        ));
+    }
+    let backup = Fake::new(Reply::error(500, "backup down"));
+    let p = Arc::new(Proxy::start(&two(
+        &primary,
+        &backup,
+        "{max_failures: 3, cooldown: 60}",
+    )));
+    let held = burst(&p, 3);
+    primary.wait_for(3);
+    let r = p.chat("gpt-4");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-llm-proxy-provider"), Some("primary"));
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert_eq!(backup.count(), 1);
+    hold.open();
+    for h in held {
+        assert_eq!(h.join().unwrap().status, 503);
+    }
 }
