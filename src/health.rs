@@ -24,8 +24,10 @@
 //! the provider: from then on it takes any number of concurrent requests,
 //! so a healthy provider is never throttled to `max_failures`, and after
 //! its next failure at most `max_failures` requests are sent to it that
-//! were not already in flight. A stream reports when it ends, so it counts
-//! as pending for its whole length.
+//! were not already in flight. A stream's verdict comes when it ends, but
+//! its first event ([`Health::answered`]) already proves the provider and
+//! ends the stream's pending place, so long streams do not hold back the
+//! next ones.
 //!
 //! The lock is never held across a network call: [`Health::admit`] takes a
 //! [`Permit`], the caller does its request, then reports on the permit.
@@ -203,6 +205,27 @@ impl Health {
         }
     }
 
+    /// A stream answered 2xx and its first event arrived; its verdict
+    /// comes when it ends. A provider that starts streams well is not one
+    /// that takes long to fail: the stream stops counting as pending, and
+    /// the provider counts as proven until a failure says otherwise.
+    pub fn answered(&self, permit: &mut Permit<'_>) {
+        if permit.probe {
+            return;
+        }
+        {
+            let map = self.read();
+            if map[&permit.provider].proven && !permit.pending {
+                return;
+            }
+        }
+        let mut map = self.write();
+        let b = map.get_mut(&permit.provider).expect("provider index");
+        b.proven = true;
+        b.release(permit);
+        permit.pending = false;
+    }
+
     /// The attempt succeeded (or the upstream answered sanely, e.g. a 400).
     pub fn success(&self, mut permit: Permit<'_>) {
         permit.done = true;
@@ -358,6 +381,22 @@ mod tests {
         let mut held = held.into_iter();
         h.success(held.next().unwrap());
         assert!((0..10).all(|_| h.admit(0).is_ok()));
+    }
+
+    #[test]
+    fn a_started_stream_proves_the_provider() {
+        let h = Health::new(1, 2, Duration::from_secs(60));
+        let mut streams: Vec<_> = (0..2).map(|_| h.admit(0).unwrap()).collect();
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        h.answered(&mut streams[0]);
+        assert_eq!(h.read()[&0].pending, 1);
+        assert!((0..10).all(|_| h.admit(0).is_ok()));
+        // Its end is still a verdict, and a failure bounds again.
+        let first = streams.remove(0);
+        h.failure(first, "cut mid-stream", None);
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        drop(streams);
+        assert_eq!(h.read()[&0].pending, 0);
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn route<'a>(
         } else {
             app.health.admit(route.provider)
         };
-        let permit = match admitted {
+        let mut permit = match admitted {
             Ok(p) => p,
             Err(Skip::Pending) => {
                 log::debug!(
@@ -95,6 +95,7 @@ pub fn route<'a>(
             match opened {
                 // Success for the breaker is decided when the stream ends.
                 Ok((stream, first)) => {
+                    app.health.answered(&mut permit);
                     let answer = Answer::Stream {
                         stream,
                         first,

@@ -627,3 +627,45 @@ fn a_held_back_provider_is_tried_when_the_others_fail() {
         assert_eq!(h.join().unwrap().status, 503);
     }
 }
+
+/// A stream counts as pending only until its first event: streams that
+/// started well are no sign of a failing provider, even right after a
+/// start. 10 long streams, each opened once the one before has started,
+/// all go to the primary while every one of them is still open.
+#[test]
+fn started_streams_do_not_hold_back_the_next_ones() {
+    use std::io::{BufRead, BufReader, Read};
+    let end = Gate::new();
+    let primary = Fake::new(Reply::chunks(
+        &["long ", "answer"],
+        End::DoneAfter(end.clone()),
+    ));
+    let backup = Fake::new(Reply::chunks(&["backup"], End::Done));
+    let p = Proxy::start(&two(&primary, &backup, "{max_failures: 3, cooldown: 60}"));
+    let mut open = Vec::new();
+    for i in 0..10 {
+        let r = p.open_stream("gpt-4");
+        let provider = r.headers().get("x-llm-proxy-provider").cloned();
+        assert_eq!(
+            provider.as_ref().and_then(|v| v.to_str().ok()),
+            Some("primary"),
+            "stream {i}"
+        );
+        let mut body = BufReader::new(r.into_body().into_reader());
+        let mut line = String::new();
+        while !line.starts_with("data: ") {
+            line.clear();
+            assert!(body.read_line(&mut line).unwrap() > 0, "stream {i} ended");
+        }
+        assert!(line.contains("long "), "{line}");
+        open.push(body);
+    }
+    end.open();
+    for mut body in open {
+        let mut rest = String::new();
+        body.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("answer") && rest.contains("[DONE]"), "{rest}");
+    }
+    assert_eq!(primary.count(), 10);
+    assert_eq!(backup.count(), 0);
+}
