@@ -401,6 +401,35 @@ models:
             }
         }
     }
+    // Error events in streams: before the first content (fails over, so a
+    // 503) and after it (an error event to the client).
+    let error_event = |key: &str, at: usize| {
+        let e =
+            serde_json::json!({"error": {"message": format!("{}{key} rejected", "x".repeat(at))}});
+        format!("data: {e}\n\n")
+    };
+    for at in (300 - n - 1)..=301 {
+        let stream = |events: Vec<String>| Reply::Stream {
+            events,
+            pace: None,
+            end: End::Done,
+        };
+        alpha.push(stream(vec![error_event(KEY_A, at)]));
+        beta.push(stream(vec![error_event(KEY_B, at)]));
+        let r = bin.post(&chat_body("gpt-4", true));
+        assert_eq!(r.status, 503, "error event first, at {at}: {}", r.body);
+        assert_no_trace_of(KEY_A, &r.body, &format!("stream 503 at {at}"));
+        assert_no_trace_of(KEY_B, &r.body, &format!("stream 503 at {at}"));
+        let mut events = chunk_events(&["partial"]);
+        events.push(error_event(KEY_A, at));
+        alpha.push(stream(events));
+        let r = bin.post(&chat_body("gpt-4", true));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("upstream_stream_error"), "{}", r.body);
+        assert_no_trace_of(KEY_A, &r.body, &format!("mid-stream error at {at}"));
+        requests += 2;
+    }
+
     // OpenAI's own masked echo, and a redirect to a URL with the key.
     let masked = format!(
         "Incorrect API key provided: {}{}{}. You can find your API key at https://platform.openai.com.",
@@ -668,4 +697,29 @@ fn started_streams_do_not_hold_back_the_next_ones() {
     }
     assert_eq!(primary.count(), 10);
     assert_eq!(backup.count(), 0);
+}
+
+/// Upstream text is cut before it reaches a message, an error event or a
+/// log line, however long the upstream made it.
+#[test]
+fn long_upstream_messages_are_cut() {
+    let long = "y".repeat(20_000);
+    let primary = Fake::new(Reply::error(500, &long));
+    let backup = Fake::new(Reply::raw(502, &long));
+    let p = Proxy::start(&two(&primary, &backup, "{max_failures: 100, cooldown: 60}"));
+    let r = p.chat("gpt-4");
+    assert_eq!(r.status, 503);
+    assert!(r.body.len() < 1000, "{} bytes", r.body.len());
+
+    let e = serde_json::json!({"error": {"message": long}});
+    let mut events = chunk_events(&["partial"]);
+    events.push(format!("data: {e}\n\n"));
+    primary.set_default(Reply::Stream {
+        events,
+        pace: None,
+        end: End::Done,
+    });
+    let r = p.post("/v1/chat/completions", &chat_body("gpt-4", true));
+    assert!(r.body.contains("upstream_stream_error"), "{}", r.body);
+    assert!(r.body.len() < 1500, "{} bytes", r.body.len());
 }

@@ -258,8 +258,9 @@ impl Upstream {
         let msg = error
             .get("message")
             .and_then(Value::as_str)
-            .unwrap_or("error event")
-            .to_string();
+            .unwrap_or("error event");
+        // Already redacted: cutting it cannot hide part of a key.
+        let msg = truncate(msg, MAX_UPSTREAM_TEXT);
         ProviderError::Decode(format!("upstream sent an error event: {msg}"))
     }
 
