@@ -7,27 +7,29 @@
 //! count. A 429 with `Retry-After` also keeps the provider out until then
 //! (capped at the cooldown).
 //!
-//! Closed but unproven: a closed breaker whose latest verdict was a failure,
-//! or that has had no verdict yet, is not known to be healthy. Counting only
-//! verdicts, a provider that takes long to fail would get every concurrent
-//! request before the first failure came back (all 50 of a burst, with a
-//! provider taking 1 s to fail). So while unproven, requests in flight
-//! count as failures to come: a request is admitted only while
-//! `consecutive + pending < max_failures`, where `pending` is the requests
-//! admitted while unproven that have not reported yet. Others get
-//! [`Skip::Pending`], and the router tries them elsewhere first. The
-//! router admits a model's last provider in priority order, and one it
+//! Closed but unproven: a closed breaker whose latest verdict was a
+//! failure, or that has had no verdict yet, is not known to be healthy.
+//! Counting only verdicts, a provider that takes long to fail would get
+//! every concurrent request before the first failure came back (all 50 of
+//! a burst, with a provider taking 1 s to fail). So while unproven,
+//! requests in flight count as failures to come: a request is admitted
+//! only while `consecutive + pending < max_failures`, where `pending` is
+//! the requests admitted while unproven that have not reported yet. Others
+//! get [`Skip::Pending`], and the router tries them elsewhere first.
+//!
+//! The router admits a model's last provider in priority order, and one it
 //! comes back to after every other provider failed, with
 //! [`Health::admit_last_resort`], which ignores the bound: there is nowhere
 //! better to send the request, so a model's only provider is never refused
-//! for it. A success proves
-//! the provider: from then on it takes any number of concurrent requests,
-//! so a healthy provider is never throttled to `max_failures`, and after
-//! its next failure at most `max_failures` requests are sent to it that
-//! were not already in flight. A stream's verdict comes when it ends, but
-//! its first event ([`Health::answered`]) already proves the provider and
-//! ends the stream's pending place, so long streams do not hold back the
-//! next ones.
+//! for it.
+//!
+//! A success proves the provider: from then on it takes any number of
+//! concurrent requests, so a healthy provider is never throttled to
+//! `max_failures`; after its next failure, at most `max_failures` requests
+//! are sent to it beyond those already in flight. A stream's verdict comes
+//! when it ends, but its first event ([`Health::answered`]) already proves
+//! the provider and ends the stream's pending place, so long streams do
+//! not hold back the next ones.
 //!
 //! The lock is never held across a network call: [`Health::admit`] takes a
 //! [`Permit`], the caller does its request, then reports on the permit.
