@@ -22,6 +22,15 @@ pub enum ProviderError {
         /// From a `Retry-After` header, if any.
         retry_after: Option<Duration>,
     },
+    /// A 3xx. Redirects are not followed (a `base_url` that redirects, e.g.
+    /// `http://` to `https://`, is a configuration error, and following it
+    /// would send the key to wherever the upstream points), but the answer
+    /// is no success either: it fails over and counts against the provider.
+    Redirect {
+        status: u16,
+        /// The `Location` header, key redacted and cut to a sane length.
+        location: Option<String>,
+    },
     /// A 2xx answer whose body (or first stream event) could not be decoded.
     Decode(String),
 }
@@ -32,9 +41,10 @@ impl ProviderError {
     /// everywhere, so they are returned to the client as they are.
     pub fn is_failover(&self) -> bool {
         match self {
-            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Decode(_) => {
-                true
-            }
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::Decode(_)
+            | ProviderError::Redirect { .. } => true,
             ProviderError::Status { status, .. } => {
                 matches!(status, 401 | 403 | 404 | 408 | 429) || *status >= 500
             }
@@ -55,7 +65,9 @@ impl ProviderError {
     /// The upstream status, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ProviderError::Status { status, .. } => Some(*status),
+            ProviderError::Status { status, .. } | ProviderError::Redirect { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -65,12 +77,17 @@ impl ProviderError {
             ProviderError::Connect(m) => format!("connection failed: {m}"),
             ProviderError::Timeout(m) => format!("timed out: {m}"),
             ProviderError::Decode(m) => format!("invalid response: {m}"),
+            ProviderError::Redirect { status, location } => match location {
+                Some(l) => format!("HTTP {status} redirect to {l} (not followed; check base_url)"),
+                None => format!("HTTP {status} redirect with no Location (not followed)"),
+            },
             ProviderError::Status { status, error, .. } => {
                 let msg = error
                     .get("message")
                     .and_then(Value::as_str)
                     .unwrap_or("no message");
-                format!("HTTP {status}: {msg}")
+                // Redacted when the error was made; cut for the 503 and the log.
+                format!("HTTP {status}: {}", truncate(msg, MAX_UPSTREAM_TEXT))
             }
         }
     }
@@ -233,10 +250,16 @@ impl fmt::Display for ProxyError {
     }
 }
 
-/// Make an upstream error body into an OpenAI `error` object. Handles
+/// Longest piece of upstream text (a non-JSON error body, an error
+/// message, a body that is not what the API promises) put in a message or
+/// a log line. Redaction comes first, so a cut cannot hide a key.
+pub const MAX_UPSTREAM_TEXT: usize = 300;
+
+/// Make an upstream error body into an OpenAI `error` object, with
+/// `secret` redacted everywhere in it (object keys included). Handles
 /// OpenAI's `{"error":{...}}`, Anthropic's `{"type":"error","error":{...}}`,
 /// a bare `{"message":...}` / `{"error":"..."}`, and plain text.
-pub fn normalize_upstream_error(status: u16, body: &[u8]) -> Value {
+pub fn normalize_upstream_error(status: u16, body: &[u8], secret: Option<&str>) -> Value {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let inner = parsed.as_ref().and_then(|v| match v.get("error") {
         Some(Value::Object(o)) => Some(Value::Object(o.clone())),
@@ -252,7 +275,7 @@ pub fn normalize_upstream_error(status: u16, body: &[u8]) -> Value {
         let msg = if text.is_empty() {
             format!("upstream returned HTTP {status} with an empty body")
         } else {
-            truncate(text, 300)
+            truncate(&redact(text, secret), MAX_UPSTREAM_TEXT)
         };
         json!({ "message": msg })
     });
@@ -272,6 +295,7 @@ pub fn normalize_upstream_error(status: u16, body: &[u8]) -> Value {
         o.entry("param").or_insert(Value::Null);
         o.entry("code").or_insert(Value::Null);
     }
+    redact_value(&mut obj, secret);
     obj
 }
 
@@ -298,12 +322,155 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Replace every occurrence of `secret` in `text`. Upstreams sometimes echo
-/// the key they were given; it must not reach the client or the log.
+/// Shortest piece of a key that is treated as the key (8 bytes: one u64,
+/// see `key_spans`).
+const MIN_FRAGMENT: usize = 8;
+/// Fewest characters of a key a masked echo must show to be one.
+const MIN_MASKED_SHOWN: usize = 4;
+
+/// Take `secret` out of `text`. Upstreams echo the key they were given,
+/// and it must not reach the client or the log, whole or in part:
+///
+/// - the key itself, and any run of at least [`MIN_FRAGMENT`] characters
+///   that occurs in it (an echo that was cut, by the upstream or by us,
+///   still has those); a region covered by such runs is replaced whole;
+/// - a masked echo: a run of mask characters (`*`, `•`, `…`, or three or
+///   more `.`) with a start of the key directly before it and/or an end of
+///   the key directly after it, at least [`MIN_MASKED_SHOWN`] characters
+///   shown in all (OpenAI's `sk-proj-****abcd`, `sk-ab…wxyz`).
+///
+/// Callers redact before they truncate, so a cut never hides a key from
+/// this. A key shorter than `MIN_FRAGMENT` is only replaced whole.
 pub fn redact(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
-        _ => text.to_string(),
+    let Some(key) = secret.filter(|k| k.len() >= 4) else {
+        return text.to_string();
+    };
+    let mut spans = key_spans(text.as_bytes(), key.as_bytes());
+    spans.extend(masked_spans(text, key));
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (mut start, mut end) in spans {
+        // Keys are ASCII, but never cut a character in two.
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        if end <= at {
+            continue;
+        }
+        if start >= at {
+            out.push_str(&text[at..start]);
+            out.push_str("[redacted]");
+        }
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Byte ranges of `text` covered by pieces of `key` of `MIN_FRAGMENT` or
+/// more bytes (the key whole when it is shorter).
+fn key_spans(text: &[u8], key: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut cover = |i: usize, len: usize| match spans.last_mut() {
+        Some(last) if last.1 >= i => last.1 = last.1.max(i + len),
+        _ => spans.push((i, i + len)),
+    };
+    if key.len() < MIN_FRAGMENT {
+        for (i, w) in text.windows(key.len()).enumerate() {
+            if w == key {
+                cover(i, key.len());
+            }
+        }
+        return spans;
+    }
+    // Every 8-byte window of the key as a number, sorted: a window of the
+    // text is then one load and a binary search (a HashSet of slices cost
+    // 90 ms for a 64 KiB body in a debug build).
+    let as_u64 = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8-byte window"));
+    let mut pieces: Vec<u64> = key.windows(MIN_FRAGMENT).map(as_u64).collect();
+    pieces.sort_unstable();
+    pieces.dedup();
+    for (i, w) in text.windows(MIN_FRAGMENT).enumerate() {
+        if pieces.binary_search(&as_u64(w)).is_ok() {
+            cover(i, MIN_FRAGMENT);
+        }
+    }
+    spans
+}
+
+/// Byte ranges of `text` that are masked echoes of `key`.
+fn masked_spans(text: &str, key: &str) -> Vec<(usize, usize)> {
+    let is_mask = |c: char| matches!(c, '*' | '•' | '…' | '.');
+    let is_token = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut spans = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !is_mask(c) {
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        let mut only_dots = c == '.';
+        let mut count = 1;
+        while let Some(&(i, c)) = chars.peek() {
+            if !is_mask(c) {
+                break;
+            }
+            only_dots &= c == '.';
+            count += 1;
+            end = i + c.len_utf8();
+            chars.next();
+        }
+        if only_dots && count < 3 {
+            continue;
+        }
+        let before = &text[..start];
+        let left = before.len()
+            - before
+                .chars()
+                .rev()
+                .take_while(|c| is_token(*c))
+                .map(char::len_utf8)
+                .sum::<usize>();
+        let right = end
+            + text[end..]
+                .chars()
+                .take_while(|c| is_token(*c))
+                .map(char::len_utf8)
+                .sum::<usize>();
+        let (shown_start, shown_end) = (&text[left..start], &text[end..right]);
+        if shown_start.len() + shown_end.len() >= MIN_MASKED_SHOWN
+            && key.starts_with(shown_start)
+            && key.ends_with(shown_end)
+        {
+            spans.push((left, right));
+        }
+    }
+    spans
+}
+
+/// [`redact`] every string in `v`, object keys included.
+pub fn redact_value(v: &mut Value, secret: Option<&str>) {
+    if secret.is_none() {
+        return;
+    }
+    match v {
+        Value::String(s) => *s = redact(s, secret),
+        Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, secret)),
+        Value::Object(o) => {
+            let entries = std::mem::take(o);
+            for (k, mut x) in entries {
+                redact_value(&mut x, secret);
+                o.insert(redact(&k, secret), x);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -327,6 +494,13 @@ mod tests {
         assert!(ProviderError::Connect("x".into()).is_failover());
         assert!(ProviderError::Timeout("x".into()).is_failover());
         assert!(ProviderError::Decode("x".into()).is_failover());
+        for s in [300, 301, 302, 303, 304, 307, 308] {
+            let e = ProviderError::Redirect {
+                status: s,
+                location: None,
+            };
+            assert!(e.is_failover(), "{s}");
+        }
     }
 
     #[test]
@@ -334,20 +508,22 @@ mod tests {
         let e = normalize_upstream_error(
             400,
             br#"{"error":{"message":"bad","type":"invalid_request_error","param":"x","code":null}}"#,
+            None,
         );
         assert_eq!(e["message"], "bad");
         assert_eq!(e["param"], "x");
         let e = normalize_upstream_error(
             529,
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            None,
         );
         assert_eq!(e["type"], "overloaded_error");
         assert_eq!(e["message"], "Overloaded");
         assert!(e["code"].is_null());
-        let e = normalize_upstream_error(502, b"<html>Bad Gateway</html>");
+        let e = normalize_upstream_error(502, b"<html>Bad Gateway</html>", None);
         assert_eq!(e["message"], "<html>Bad Gateway</html>");
         assert_eq!(e["type"], "server_error");
-        let e = normalize_upstream_error(500, b"");
+        let e = normalize_upstream_error(500, b"", None);
         assert!(e["message"].as_str().unwrap().contains("empty body"));
     }
 
@@ -358,5 +534,79 @@ mod tests {
             "key [redacted] bad"
         );
         assert_eq!(redact("fine", None), "fine");
+    }
+
+    const KEY: &str = "sk-proj-Alpha7Kq2Zx9Wm4Rt8Yp3Nd";
+
+    /// No piece of 8 or more characters of KEY is left in `s`.
+    fn clean(s: &str) -> bool {
+        (0..=KEY.len() - 8).all(|i| !s.contains(&KEY[i..i + 8]))
+    }
+
+    #[test]
+    fn redacts_pieces_of_the_key() {
+        // Cut at every length, at the start and the end of the text.
+        for n in 8..=KEY.len() {
+            for piece in [&KEY[..n], &KEY[KEY.len() - n..]] {
+                let r = redact(&format!("key {piece} bad"), Some(KEY));
+                assert_eq!(r, "key [redacted] bad", "{piece}");
+                let r = redact(&format!("{piece}…"), Some(KEY));
+                assert!(clean(&r) && r.starts_with("[redacted]"), "{r}");
+            }
+        }
+        // Seven characters say nothing about the key; ordinary text stays.
+        assert_eq!(redact("sk-proj something", Some(KEY)), "sk-proj something");
+        // Twice, adjacent, inside other text; multi-byte text around it.
+        let r = redact(&format!("é{KEY}{KEY}é and {KEY}."), Some(KEY));
+        assert_eq!(r, "é[redacted]é and [redacted].");
+        // A short key is replaced only whole.
+        assert_eq!(redact("ab12 ab1", Some("ab12")), "[redacted] ab1");
+    }
+
+    #[test]
+    fn redacts_masked_echoes() {
+        let stars = "*".repeat(40);
+        for (text, want) in [
+            (
+                format!("Incorrect API key provided: sk-proj-{stars}p3Nd. See docs."),
+                "Incorrect API key provided: [redacted]. See docs.",
+            ),
+            ("key sk-pro****p3Nd".to_string(), "key [redacted]"),
+            ("key sk-pr…p3Nd!".to_string(), "key [redacted]!"),
+            ("key sk...p3Nd".to_string(), "key [redacted]"),
+            ("key ****p3Nd".to_string(), "key [redacted]"),
+        ] {
+            assert_eq!(redact(&text, Some(KEY)), want, "{text}");
+        }
+        // Not this key, or not a mask: left alone.
+        for text in [
+            "key sk-pr****abcd",
+            "key ab****p3Nd",
+            "Wait... p3Nd",
+            "**bold**",
+            "a ** b",
+            "...",
+        ] {
+            assert_eq!(redact(text, Some(KEY)), text);
+        }
+    }
+
+    #[test]
+    fn redacts_json_keys_and_values_before_cutting() {
+        let body =
+            format!(r#"{{"error":{{"message":"no","details":{{"Bearer {KEY}":["{KEY}"]}}}}}}"#);
+        let e = normalize_upstream_error(400, body.as_bytes(), Some(KEY));
+        assert_eq!(e["details"]["Bearer [redacted]"][0], "[redacted]");
+        assert!(clean(&e.to_string()), "{e}");
+        // Plain text cut right through the key: nothing of it survives.
+        for at in MAX_UPSTREAM_TEXT - KEY.len()..=MAX_UPSTREAM_TEXT {
+            let body = format!("{}{KEY} tail", "x".repeat(at));
+            let e = normalize_upstream_error(502, body.as_bytes(), Some(KEY));
+            assert!(clean(e["message"].as_str().unwrap()), "{at}: {e}");
+        }
+        // A message that is not a string is made one, then redacted.
+        let body = format!(r#"{{"message":{{"{KEY}":1}}}}"#);
+        let e = normalize_upstream_error(400, body.as_bytes(), Some(KEY));
+        assert!(clean(&e.to_string()), "{e}");
     }
 }

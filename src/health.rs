@@ -7,6 +7,30 @@
 //! count. A 429 with `Retry-After` also keeps the provider out until then
 //! (capped at the cooldown).
 //!
+//! Closed but unproven: a closed breaker whose latest verdict was a
+//! failure, or that has had no verdict yet, is not known to be healthy.
+//! Counting only verdicts, a provider that takes long to fail would get
+//! every concurrent request before the first failure came back (all 50 of
+//! a burst, with a provider taking 1 s to fail). So while unproven,
+//! requests in flight count as failures to come: a request is admitted
+//! only while `consecutive + pending < max_failures`, where `pending` is
+//! the requests admitted while unproven that have not reported yet. Others
+//! get [`Skip::Pending`], and the router tries them elsewhere first.
+//!
+//! The router admits a model's last provider in priority order, and one it
+//! comes back to after every other provider failed, with
+//! [`Health::admit_last_resort`], which ignores the bound: there is nowhere
+//! better to send the request, so a model's only provider is never refused
+//! for it.
+//!
+//! A success proves the provider: from then on it takes any number of
+//! concurrent requests, so a healthy provider is never throttled to
+//! `max_failures`; after its next failure, at most `max_failures` requests
+//! are sent to it beyond those already in flight. A stream's verdict comes
+//! when it ends, but its first event ([`Health::answered`]) already proves
+//! the provider and ends the stream's pending place, so long streams do
+//! not hold back the next ones.
+//!
 //! The lock is never held across a network call: [`Health::admit`] takes a
 //! [`Permit`], the caller does its request, then reports on the permit.
 
@@ -22,10 +46,24 @@ struct Breaker {
     /// A 429's `Retry-After`: no traffic before this instant.
     rate_limited_until: Option<Instant>,
     probe_in_flight: bool,
+    /// The latest verdict was a success: no bound on requests in flight.
+    proven: bool,
+    /// Requests admitted while not `proven` and not yet reported.
+    pending: u32,
     last_error: Option<String>,
 }
 
 impl Breaker {
+    /// The permit no longer holds the probe slot or a pending place.
+    fn release(&mut self, permit: &Permit<'_>) {
+        if permit.probe {
+            self.probe_in_flight = false;
+        }
+        if permit.pending {
+            self.pending = self.pending.saturating_sub(1);
+        }
+    }
+
     /// When traffic may resume, or `None` if it may now.
     fn blocked_until(&self, now: Instant) -> Option<Instant> {
         let open = self.open_until.filter(|t| *t > now);
@@ -44,6 +82,9 @@ pub enum Skip {
     CoolingDown(Instant),
     /// Half-open and another request is the probe.
     ProbeInFlight,
+    /// Closed but unproven, and `max_failures` minus the failures so far
+    /// are already in flight: try elsewhere first.
+    Pending,
 }
 
 /// Leave to send one request to a provider. Report how it went with
@@ -53,6 +94,8 @@ pub struct Permit<'a> {
     health: &'a Health,
     provider: usize,
     probe: bool,
+    /// Counted in the breaker's `pending`.
+    pending: bool,
     done: bool,
 }
 
@@ -64,10 +107,10 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if self.probe && !self.done {
+        if (self.probe || self.pending) && !self.done {
             let mut map = self.health.write();
             if let Some(b) = map.get_mut(&self.provider) {
-                b.probe_in_flight = false;
+                b.release(self);
             }
         }
     }
@@ -108,13 +151,23 @@ impl Health {
 
     /// May a request go to `provider` now?
     pub fn admit(&self, provider: usize) -> Result<Permit<'_>, Skip> {
+        self.admit_inner(provider, false)
+    }
+
+    /// Like [`Health::admit`], but past the bound on pending requests of
+    /// an unproven provider: for when no other provider answered.
+    pub fn admit_last_resort(&self, provider: usize) -> Result<Permit<'_>, Skip> {
+        self.admit_inner(provider, true)
+    }
+
+    fn admit_inner(&self, provider: usize, last_resort: bool) -> Result<Permit<'_>, Skip> {
         let now = Instant::now();
         {
             // Fast path: a healthy provider needs only the read lock.
             let map = self.read();
             let b = &map[&provider];
-            if b.open_until.is_none() && b.rate_limited_until.is_none_or(|t| t <= now) {
-                return Ok(self.permit(provider, false));
+            if b.proven && b.open_until.is_none() && b.rate_limited_until.is_none_or(|t| t <= now) {
+                return Ok(self.permit(provider, false, false));
             }
             if let Some(t) = b.blocked_until(now) {
                 return Err(Skip::CoolingDown(t));
@@ -127,32 +180,61 @@ impl Health {
         }
         b.rate_limited_until = None;
         if b.open_until.is_none() {
-            return Ok(self.permit(provider, false));
+            if b.proven {
+                return Ok(self.permit(provider, false, false));
+            }
+            if !last_resort && b.consecutive.saturating_add(b.pending) >= self.max_failures {
+                return Err(Skip::Pending);
+            }
+            b.pending = b.pending.saturating_add(1);
+            return Ok(self.permit(provider, false, true));
         }
         // Cooldown is over: half-open, one probe at a time.
         if b.probe_in_flight {
             return Err(Skip::ProbeInFlight);
         }
         b.probe_in_flight = true;
-        Ok(self.permit(provider, true))
+        Ok(self.permit(provider, true, false))
     }
 
-    fn permit(&self, provider: usize, probe: bool) -> Permit<'_> {
+    fn permit(&self, provider: usize, probe: bool, pending: bool) -> Permit<'_> {
         Permit {
             health: self,
             provider,
             probe,
+            pending,
             done: false,
         }
+    }
+
+    /// A stream answered 2xx and its first event arrived; its verdict
+    /// comes when it ends. A provider that starts streams well is not one
+    /// that takes long to fail: the stream stops counting as pending, and
+    /// the provider counts as proven until a failure says otherwise.
+    pub fn answered(&self, permit: &mut Permit<'_>) {
+        if permit.probe {
+            return;
+        }
+        {
+            let map = self.read();
+            if map[&permit.provider].proven && !permit.pending {
+                return;
+            }
+        }
+        let mut map = self.write();
+        let b = map.get_mut(&permit.provider).expect("provider index");
+        b.proven = true;
+        b.release(permit);
+        permit.pending = false;
     }
 
     /// The attempt succeeded (or the upstream answered sanely, e.g. a 400).
     pub fn success(&self, mut permit: Permit<'_>) {
         permit.done = true;
-        {
+        if !permit.probe && !permit.pending {
             let map = self.read();
             let b = &map[&permit.provider];
-            if b.consecutive == 0 && b.open_until.is_none() && !permit.probe {
+            if b.proven && b.consecutive == 0 && b.open_until.is_none() {
                 return;
             }
         }
@@ -163,9 +245,8 @@ impl Health {
         }
         b.consecutive = 0;
         b.open_until = None;
-        if permit.probe {
-            b.probe_in_flight = false;
-        }
+        b.proven = true;
+        b.release(&permit);
     }
 
     /// The attempt failed in a way that counts against the provider.
@@ -181,21 +262,19 @@ impl Health {
         let mut map = self.write();
         let b = map.get_mut(&permit.provider).expect("provider index");
         b.consecutive = b.consecutive.saturating_add(1);
+        b.proven = false;
+        b.release(&permit);
         b.last_error = Some(reason.to_string());
         if let Some(ra) = retry_after {
             let until = now + ra.min(self.cooldown);
             b.rate_limited_until = Some(b.rate_limited_until.map_or(until, |t| t.max(until)));
         }
-        let mut opened = false;
-        if permit.probe {
-            b.probe_in_flight = false;
+        // A failed probe re-opens for another cooldown.
+        let opens = permit.probe || (b.open_until.is_none() && b.consecutive >= self.max_failures);
+        if opens {
             b.open_until = Some(now + self.cooldown);
-            opened = true;
-        } else if b.open_until.is_none() && b.consecutive >= self.max_failures {
-            b.open_until = Some(now + self.cooldown);
-            opened = true;
         }
-        opened
+        opens
     }
 
     /// The state of one provider.
@@ -259,6 +338,67 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         drop(h.admit(0).unwrap());
         assert!(h.admit(0).unwrap().is_probe());
+    }
+
+    #[test]
+    fn unproven_providers_get_at_most_max_failures_pending() {
+        let h = Health::new(1, 3, Duration::from_secs(60));
+        // No verdict yet: three in flight, the fourth is held back.
+        let held: Vec<_> = (0..3).map(|_| h.admit(0).unwrap()).collect();
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        // Unless nothing else can answer.
+        let extra = h.admit_last_resort(0).unwrap();
+        drop(extra);
+        // An attempt that ends without a verdict frees its place.
+        let mut held = held.into_iter();
+        drop(held.next());
+        let again = h.admit(0).unwrap();
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        // A success proves the provider: no bound any more.
+        h.success(again);
+        let many: Vec<_> = (0..100).map(|_| h.admit(0).unwrap()).collect();
+        // Its next failure: consecutive 1 (+ the 2 still pending from
+        // before) leaves no room until a verdict.
+        let mut many = many.into_iter();
+        h.failure(many.next().unwrap(), "x", None);
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        // The two old pending ones fail: the breaker opens at 3.
+        h.failure(held.next().unwrap(), "x", None);
+        assert!(h.failure(held.next().unwrap(), "x", None));
+        assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
+        // The 99 admitted while proven were never counted as pending.
+        assert_eq!(h.read()[&0].pending, 0);
+        drop(many);
+        assert_eq!(h.read()[&0].pending, 0);
+    }
+
+    #[test]
+    fn a_failure_after_success_bounds_new_requests() {
+        let h = Health::new(1, 4, Duration::from_secs(60));
+        h.success(h.admit(0).unwrap());
+        h.failure(h.admit(0).unwrap(), "x", None);
+        let held: Vec<_> = (0..3).map(|_| h.admit(0).unwrap()).collect();
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        // One of them succeeds: proven again, the bound is gone.
+        let mut held = held.into_iter();
+        h.success(held.next().unwrap());
+        assert!((0..10).all(|_| h.admit(0).is_ok()));
+    }
+
+    #[test]
+    fn a_started_stream_proves_the_provider() {
+        let h = Health::new(1, 2, Duration::from_secs(60));
+        let mut streams: Vec<_> = (0..2).map(|_| h.admit(0).unwrap()).collect();
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        h.answered(&mut streams[0]);
+        assert_eq!(h.read()[&0].pending, 1);
+        assert!((0..10).all(|_| h.admit(0).is_ok()));
+        // Its end is still a verdict, and a failure bounds again.
+        let first = streams.remove(0);
+        h.failure(first, "cut mid-stream", None);
+        assert_eq!(h.admit(0).err(), Some(Skip::Pending));
+        drop(streams);
+        assert_eq!(h.read()[&0].pending, 0);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Route};
 use crate::error::{ProviderError, ProxyError};
-use crate::health::Permit;
+use crate::health::{Permit, Skip};
 use crate::openai::ChatRequest;
 use crate::providers::ChatStream;
 
@@ -44,10 +44,31 @@ pub fn route<'a>(
     let mut last_failure: Option<(String, ProviderError)> = None;
     let mut skipped: Vec<String> = Vec::new();
 
-    for route in &model.routes {
+    // Routes in priority order. One refused only because enough requests
+    // to it are pending (see health.rs) goes to the end, to be tried again
+    // past that bound once every other provider failed or is out; the
+    // model's last provider is admitted past it at once, as nothing but
+    // those deferred ones comes after it.
+    let mut order: Vec<(&Route, bool)> = model.routes.iter().map(|r| (r, false)).collect();
+    let mut next = 0;
+    while let Some(&(route, deferred)) = order.get(next) {
+        next += 1;
         let pcfg = &app.config.providers[route.provider];
-        let permit = match app.health.admit(route.provider) {
+        let admitted = if deferred || next == model.routes.len() {
+            app.health.admit_last_resort(route.provider)
+        } else {
+            app.health.admit(route.provider)
+        };
+        let mut permit = match admitted {
             Ok(p) => p,
+            Err(Skip::Pending) => {
+                log::debug!(
+                    "{request_id} provider {} has enough requests pending; trying it last",
+                    pcfg.name
+                );
+                order.push((route, true));
+                continue;
+            }
             Err(skip) => {
                 log::debug!("{request_id} skipping provider {}: {skip:?}", pcfg.name);
                 skipped.push(pcfg.name.clone());
@@ -74,6 +95,7 @@ pub fn route<'a>(
             match opened {
                 // Success for the breaker is decided when the stream ends.
                 Ok((stream, first)) => {
+                    app.health.answered(&mut permit);
                     let answer = Answer::Stream {
                         stream,
                         first,

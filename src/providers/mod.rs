@@ -19,7 +19,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
-use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
+use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::ChatRequest;
 use crate::sse::SseReader;
 
@@ -76,6 +76,10 @@ const STREAM_READ_BUFFER: usize = 4 * 1024;
 const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (the rest is not needed).
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// A 3xx's `Location` is cut to this many bytes in messages and logs.
+const MAX_LOCATION: usize = 300;
+/// The start of a 2xx body that is not what the API promises, in messages.
+const MAX_DECODE_TEXT: usize = 200;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
@@ -161,14 +165,22 @@ impl Upstream {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let redirect = (300..400).contains(&status).then(|| {
+            resp.headers().get("location").map(|v| {
+                let l = String::from_utf8_lossy(v.as_bytes());
+                truncate(&redact(&l, self.key()), MAX_LOCATION)
+            })
+        });
         let mut buf = Vec::new();
         let _ = resp
             .into_body()
             .into_reader()
             .take(MAX_ERROR_BODY)
             .read_to_end(&mut buf);
-        let mut error = normalize_upstream_error(status, &buf);
-        redact_value(&mut error, self.key());
+        if let Some(location) = redirect {
+            return Err(ProviderError::Redirect { status, location });
+        }
+        let error = normalize_upstream_error(status, &buf, self.key());
         Err(ProviderError::Status {
             status,
             error,
@@ -210,7 +222,7 @@ impl Upstream {
 
     /// Classify a transport failure (connect, TLS, timeout, cut body).
     pub fn transport_error(&self, e: ureq::Error) -> ProviderError {
-        let msg = redact(&e.to_string(), self.key());
+        let msg = truncate(&redact(&e.to_string(), self.key()), MAX_UPSTREAM_TEXT);
         match e {
             ureq::Error::Timeout(_) => ProviderError::Timeout(msg),
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
@@ -225,7 +237,7 @@ impl Upstream {
 
     /// Classify a read error while streaming.
     pub fn stream_error(&self, e: std::io::Error) -> ProviderError {
-        let msg = redact(&e.to_string(), self.key());
+        let msg = truncate(&redact(&e.to_string(), self.key()), MAX_UPSTREAM_TEXT);
         // ureq reports its own timeouts as io errors wrapping `Error::Timeout`.
         let timed_out = e.kind() == std::io::ErrorKind::TimedOut
             || e.get_ref()
@@ -242,23 +254,21 @@ impl Upstream {
 
     /// A JSON error object that arrived inside a 2xx stream.
     pub fn in_stream_error(&self, raw: &str) -> ProviderError {
-        let mut error = normalize_upstream_error(500, raw.as_bytes());
-        redact_value(&mut error, self.key());
+        let error = normalize_upstream_error(500, raw.as_bytes(), self.key());
         let msg = error
             .get("message")
             .and_then(Value::as_str)
-            .unwrap_or("error event")
-            .to_string();
+            .unwrap_or("error event");
+        // Already redacted: cutting it cannot hide part of a key.
+        let msg = truncate(msg, MAX_UPSTREAM_TEXT);
         ProviderError::Decode(format!("upstream sent an error event: {msg}"))
     }
 
     /// A 2xx body that is not what the API promises.
     pub fn decode_error(&self, what: &str, body: &[u8]) -> ProviderError {
         let text = String::from_utf8_lossy(body);
-        ProviderError::Decode(redact(
-            &format!("{what}: {}", truncate(text.trim(), 200)),
-            self.key(),
-        ))
+        let text = redact(text.trim(), self.key());
+        ProviderError::Decode(format!("{what}: {}", truncate(&text, MAX_DECODE_TEXT)))
     }
 }
 
@@ -322,70 +332,46 @@ impl Resolver for CachingResolver {
     }
 }
 
-fn redact_value(v: &mut Value, key: Option<&str>) {
-    if key.is_none() {
-        return;
-    }
-    match v {
-        Value::String(s) => *s = redact(s, key),
-        Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, key)),
-        Value::Object(o) => o.values_mut().for_each(|x| redact_value(x, key)),
-        _ => {}
-    }
-}
-
-/// `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+///
+/// The value is hostile input and must never panic: digits accumulate with
+/// saturating arithmetic (`99999999999999999999` is `u64::MAX` seconds,
+/// which the breaker then caps at the cooldown), and anything else that is
+/// not a date (`-1`, `1e20`, `NaN`, `inf`, empty, garbage) is no value at
+/// all. `1.5`, seen in the wild though not in the RFC, is 1.5 s. Dates
+/// take all three forms the RFC requires a recipient to accept; a date in
+/// the past is zero.
 pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if let Some(d) = parse_delay_seconds(v) {
+        return Some(d);
     }
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let when = parse_http_date(v)?;
+    let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// IMF-fixdate only (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers send.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let rest = s.split_once(", ")?.1;
-    let mut parts = rest.split(' ');
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
+/// `DIGITS` or `DIGITS.DIGITS`, saturating; fractions past nanoseconds
+/// are ignored.
+fn parse_delay_seconds(v: &str) -> Option<Duration> {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (v, None),
     };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let h: u64 = hms.next()?.parse().ok()?;
-    let m: u64 = hms.next()?.parse().ok()?;
-    let sec: u64 = hms.next()?.parse().ok()?;
-    if parts.next()? != "GMT" || day == 0 || day > 31 || h > 23 || m > 59 || sec > 60 {
+    if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + sec) as i64;
-    let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    let secs = int.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    });
+    let mut nanos = 0u32;
+    let mut scale = 100_000_000u32;
+    for b in frac.unwrap_or("").bytes().take(9) {
+        nanos += u32::from(b - b'0') * scale;
+        scale /= 10;
+    }
+    // nanos < 1e9, so this cannot carry into (and overflow) the seconds.
+    Some(Duration::new(secs, nanos))
 }
 
 #[cfg(test)]
@@ -423,5 +409,57 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        // The obsolete forms RFC 9110 still requires.
+        for old in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(
+                parse_retry_after(old, now),
+                Some(Duration::from_secs(7)),
+                "{old}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_hostile_values_never_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770);
+        let max = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(parse_retry_after("99999999999999999999", now), max);
+        assert_eq!(parse_retry_after("18446744073709551616", now), max);
+        assert_eq!(
+            parse_retry_after("99999999999999999999.999999999999", now),
+            Some(Duration::new(u64::MAX, 999_999_999))
+        );
+        assert_eq!(
+            parse_retry_after(" 1.5 ", now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        for bad in [
+            "1e20",
+            "-1",
+            "+1",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "",
+            " ",
+            "1.",
+            ".5",
+            "1.2.3",
+            "0x10",
+            "garbage",
+            "١٢",
+            "Sun, 99 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        // Past: zero. Far future: a long wait, capped later by the breaker.
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(far > Duration::from_secs(200_000_000_000), "{far:?}");
     }
 }

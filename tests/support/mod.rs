@@ -507,6 +507,8 @@ pub fn chat_body(model: &str, stream: bool) -> String {
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // Tests assert what the proxy answered, a 3xx included.
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent()
