@@ -913,6 +913,10 @@ impl ChatStream for AnthropicStream<'_> {
             }
         }
     }
+
+    fn finish(&mut self) {
+        self.events.drain();
+    }
 }
 
 #[cfg(test)]

@@ -47,8 +47,10 @@ pub trait ChatStream: Send {
     /// Called after a complete stream (`Ok(None)`) has reached the client:
     /// read what is left of the upstream body, normally just the end of its
     /// chunked framing, so that ureq returns the connection to its pool.
-    /// Without this every stream opened a new upstream connection.
-    fn finish(&mut self) {}
+    /// Without this every stream opened a new upstream connection. It has
+    /// no default on purpose: a stream kind that forgot it (Anthropic's did)
+    /// opened a connection per stream without any test failing.
+    fn finish(&mut self);
 }
 
 /// Build the provider for a config entry.
