@@ -1,0 +1,252 @@
+//! Upstream streams as hostile input (issue 10, "Hardening"): an event's
+//! size is bounded, a stream commits the client to a provider only with its
+//! first chunk, a stream that is not an event stream fails over, the first
+//! event has a deadline (`timeout`) and so has every later one
+//! (`stream_idle_timeout`), and a client that leaves while the upstream is
+//! silent is noticed without counting against the provider.
+//!
+//! Each test runs against an OpenAI-type and an Anthropic-type upstream where
+//! the defect applies to both.
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+const STREAM_TEXT: &str = include_str!("fixtures/anthropic/stream_text.sse");
+const MAIN_KEY: &str = "sk-main-secret-key-0001";
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    OpenAi,
+    Anthropic,
+}
+
+const KINDS: [Kind; 2] = [Kind::OpenAi, Kind::Anthropic];
+
+/// Model `m`: provider `main` of `kind` first, then an openai `backup`.
+/// `main_extra` is added to main's YAML (timeouts under test).
+fn config(kind: Kind, main: &Fake, backup: &Fake, main_extra: &str) -> String {
+    let (ty, url) = match kind {
+        Kind::OpenAi => ("openai", main.base_url()),
+        Kind::Anthropic => ("anthropic", main.root_url()),
+    };
+    format!(
+        r#"
+failover: {{max_failures: 1, cooldown: 60}}
+providers:
+  main:
+    type: {ty}
+    api_key: {MAIN_KEY}
+    base_url: {url}
+    {main_extra}
+  backup:
+    type: openai
+    api_key: sk-backup-key-0002
+    base_url: {}
+    timeout: 5
+models:
+  m:
+    providers:
+      main: {{priority: 0, model_id: up-main}}
+      backup: {{priority: 1, model_id: up-backup}}
+"#,
+        backup.base_url()
+    )
+}
+
+fn backup_fake() -> Fake {
+    Fake::new(Reply::chunks(&["from ", "backup"], End::Done))
+}
+
+/// What a normal, complete answer of `main` looks like for its kind.
+fn main_ok(kind: Kind) -> Reply {
+    match kind {
+        Kind::OpenAi => Reply::chunks(&["from ", "main"], End::Done),
+        Kind::Anthropic => Reply::sse(STREAM_TEXT, End::Eof),
+    }
+}
+
+/// Events of `main` up to and including its first content ("a").
+fn first_content(kind: Kind) -> Vec<String> {
+    match kind {
+        Kind::OpenAi => chunk_events(&["a"]),
+        Kind::Anthropic => {
+            let mut e = before_content(kind);
+            e.push(anthropic_delta("a"));
+            e
+        }
+    }
+}
+
+/// Events of `main` that carry no content: nothing to commit on.
+fn before_content(kind: Kind) -> Vec<String> {
+    match kind {
+        Kind::OpenAi => vec![],
+        Kind::Anthropic => sse_events(STREAM_TEXT)[..3].to_vec(),
+    }
+}
+
+fn anthropic_delta(text: &str) -> String {
+    let d =
+        json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}});
+    format!("event: content_block_delta\ndata: {d}\n\n")
+}
+
+/// `lines` data lines of 1 MiB each, no blank line: one endless event.
+fn flood(lines: usize) -> Vec<String> {
+    let line = format!("data: {}\n", "x".repeat(1024 * 1024));
+    vec![line; lines]
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// A whole streamed answer: headers and the raw body.
+struct Streamed {
+    provider: Option<String>,
+    attempts: Option<String>,
+    body: String,
+}
+
+impl Streamed {
+    fn data(&self) -> Vec<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_string)
+            .collect()
+    }
+    fn text(&self) -> String {
+        let data: Vec<String> = self
+            .data()
+            .into_iter()
+            .filter(|d| d != "[DONE]" && !d.contains("\"error\""))
+            .collect();
+        delta_text(&data)
+    }
+    /// The error object of the stream's final error event.
+    fn error(&self) -> Value {
+        let last = self.data().pop().expect("an event");
+        let v: Value = serde_json::from_str(&last).unwrap_or_else(|_| panic!("{}", self.body));
+        let e = v["error"].clone();
+        assert!(e.is_object(), "no error event at the end: {}", self.body);
+        for k in ["message", "type", "param", "code"] {
+            assert!(e.get(k).is_some(), "error lacks {k}: {e}");
+        }
+        e
+    }
+}
+
+fn stream(p: &Proxy) -> Streamed {
+    let resp = p.open_stream("m");
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let provider = h("x-llm-proxy-provider");
+    let attempts = h("x-llm-proxy-attempts");
+    let mut body = String::new();
+    let _ = resp.into_body().into_reader().read_to_string(&mut body);
+    Streamed {
+        provider,
+        attempts,
+        body,
+    }
+}
+
+fn assert_backup_answered(s: &Streamed, kind: Kind) {
+    assert_eq!(
+        s.provider.as_deref(),
+        Some("backup"),
+        "{kind:?}: {}",
+        s.body
+    );
+    assert_eq!(s.attempts.as_deref(), Some("2"), "{kind:?}");
+    assert_eq!(s.text(), "from backup", "{kind:?}: {}", s.body);
+    assert_eq!(s.data().last().map(String::as_str), Some("[DONE]"));
+    assert!(!s.body.contains(MAIN_KEY));
+}
+
+// ---------------------------------------------------------------------------
+// Bounded events (defect 2).
+
+/// One endless event of 1 MiB data lines before any content: the proxy stops
+/// reading at the event cap, closes the upstream and fails over; it does not
+/// buffer what the upstream keeps sending.
+#[test]
+fn an_oversized_event_before_content_fails_over() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let closed = Gate::new();
+        let mut events = before_content(kind);
+        events.extend(flood(64));
+        main.push(Reply::Stream {
+            events,
+            pace: None,
+            end: End::HoldUntilClosed(closed.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_timeout: 8",
+        ));
+        let s = stream(&p);
+        assert_backup_answered(&s, kind);
+        assert!(closed.wait(Duration::from_secs(5)), "{kind:?}");
+        // The proxy read at most the cap (plus what socket buffers hold),
+        // not the 64 MiB the upstream had to send.
+        assert!(
+            main.written() < 32 * MIB,
+            "{kind:?}: the proxy accepted {} MiB of one event",
+            main.written() / MIB
+        );
+    }
+}
+
+/// The same after content reached the client: the stream ends with the
+/// error event naming the cause, without `[DONE]`, and the provider's key
+/// appears nowhere.
+#[test]
+fn an_oversized_event_after_content_ends_the_stream_with_an_error() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let closed = Gate::new();
+        let mut events = first_content(kind);
+        events.extend(flood(64));
+        main.push(Reply::Stream {
+            events,
+            pace: None,
+            end: End::HoldUntilClosed(closed.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_timeout: 8",
+        ));
+        let s = stream(&p);
+        assert_eq!(s.provider.as_deref(), Some("main"));
+        assert_eq!(s.text(), "a", "{kind:?}: {}", s.body);
+        let e = s.error();
+        assert_eq!(e["code"], "upstream_stream_error");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("larger than"), "{kind:?}: {msg}");
+        assert!(!s.body.contains("[DONE]"));
+        assert!(!s.body.contains(MAIN_KEY));
+        assert!(closed.wait(Duration::from_secs(5)), "{kind:?}");
+        assert!(
+            main.written() < 32 * MIB,
+            "{kind:?}: the proxy accepted {} MiB of one event",
+            main.written() / MIB
+        );
+    }
+}
