@@ -173,6 +173,89 @@ fn assert_backup_answered(s: &Streamed, kind: Kind) {
     assert!(!s.body.contains(MAIN_KEY));
 }
 
+fn http_head(content_type: Option<&str>, len: usize) -> String {
+    let ct = content_type.map_or(String::new(), |c| format!("Content-Type: {c}\r\n"));
+    format!("HTTP/1.1 200 OK\r\n{ct}Content-Length: {len}\r\n\r\n")
+}
+
+// ---------------------------------------------------------------------------
+// Commit rule and Content-Type (defect 3).
+
+/// `: keep-alive`, a blank line, then a cut: nothing has been committed,
+/// so the backup answers and the comment never reaches the client.
+#[test]
+fn a_comment_before_content_does_not_commit() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let mut events = vec![": keep-alive\n\n".to_string()];
+        events.extend(before_content(kind));
+        events.push(": OPENROUTER PROCESSING\n\n".into());
+        main.push(Reply::Stream {
+            events,
+            pace: None,
+            end: End::Cut,
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(kind, &main, &backup, "timeout: 5"));
+        let s = stream(&p);
+        assert_backup_answered(&s, kind);
+        assert!(
+            !s.body.contains("keep-alive") && !s.body.contains("OPENROUTER"),
+            "{kind:?}: {}",
+            s.body
+        );
+    }
+}
+
+/// An HTML page with a blank line in it, as a 200 to a stream request.
+#[test]
+fn an_html_page_as_a_stream_answer_fails_over() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let page = "<html>\n\n<body>Service temporarily unavailable</body>\n\n</html>\n";
+        let raw = format!("{}{page}", http_head(Some("text/html"), page.len()));
+        main.push(Reply::Raw(raw.into_bytes(), End::Done));
+        let backup = backup_fake();
+        let p = Proxy::start(&config(kind, &main, &backup, "timeout: 5"));
+        let s = stream(&p);
+        assert_backup_answered(&s, kind);
+        assert!(!s.body.contains("html"), "{kind:?}: {}", s.body);
+    }
+}
+
+/// A well-formed event stream under the wrong (or no) Content-Type is not
+/// what the API promises: fail over rather than guess.
+#[test]
+fn a_stream_answer_that_is_not_text_event_stream_fails_over() {
+    for kind in KINDS {
+        let body: String = match kind {
+            Kind::OpenAi => chunk_events(&["from ", "main"]).concat() + "data: [DONE]\n\n",
+            Kind::Anthropic => STREAM_TEXT.to_string(),
+        };
+        for ct in [Some("text/plain"), Some("application/x-ndjson"), None] {
+            let main = Fake::new(main_ok(kind));
+            let raw = format!("{}{body}", http_head(ct, body.len()));
+            main.push(Reply::Raw(raw.into_bytes(), End::Done));
+            let backup = backup_fake();
+            let p = Proxy::start(&config(kind, &main, &backup, "timeout: 5"));
+            let s = stream(&p);
+            assert_backup_answered(&s, kind);
+        }
+        // The same body as text/event-stream (with parameters) is accepted.
+        let main = Fake::new(main_ok(kind));
+        let raw = format!(
+            "{}{body}",
+            http_head(Some("Text/Event-Stream; charset=utf-8"), body.len())
+        );
+        main.push(Reply::Raw(raw.into_bytes(), End::Done));
+        let backup = backup_fake();
+        let p = Proxy::start(&config(kind, &main, &backup, "timeout: 5"));
+        let s = stream(&p);
+        assert_eq!(s.provider.as_deref(), Some("main"), "{kind:?}: {}", s.body);
+        assert_eq!(s.data().last().map(String::as_str), Some("[DONE]"));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Bounded events (defect 2).
 

@@ -78,6 +78,9 @@ const STREAM_READ_BUFFER: usize = 4 * 1024;
 const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 /// Largest error body read from an upstream (the rest is not needed).
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// Bytes read of a 2xx answer to a stream request that is not an event
+/// stream, to show its start in the error (200 characters are shown).
+const NOT_A_STREAM_PREVIEW: u64 = 1024;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
@@ -187,21 +190,35 @@ impl Upstream {
             .map_err(|e| self.transport_error(e))
     }
 
-    /// A 2xx streaming answer as SSE events. An upstream that answered with
-    /// JSON instead (some servers ignore `stream`, or put an error in a 200)
-    /// is a decode failure, so the request fails over.
+    /// A 2xx streaming answer as SSE events. An answer that is not
+    /// `text/event-stream` is a decode failure, so the request fails over:
+    /// JSON (some servers ignore `stream`, or put an error in a 200), an
+    /// HTML page from something in front of the API, or no type at all
+    /// (whose blank lines would otherwise parse as events).
     pub fn events(
         &self,
         resp: Response<ureq::Body>,
     ) -> Result<SseReader<Box<dyn BufRead + Send>>, ProviderError> {
-        let is_json = resp
+        let media = resp
             .headers()
             .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if is_json {
-            let bytes = self.read_body(resp)?;
-            return Err(self.decode_error("expected an event stream, got JSON", &bytes));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .unwrap_or_default();
+        let media = media.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("text/event-stream") {
+            let what = if media.is_empty() {
+                "expected an event stream, got no Content-Type".to_string()
+            } else {
+                format!("expected an event stream, got {}", truncate(media, 64))
+            };
+            // The start of the body, for the message; the rest is not needed.
+            let mut start = Vec::new();
+            let _ = resp
+                .into_body()
+                .into_reader()
+                .take(NOT_A_STREAM_PREVIEW)
+                .read_to_end(&mut start);
+            return Err(self.decode_error(&what, &start));
         }
         let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
             STREAM_READ_BUFFER,
