@@ -10,13 +10,14 @@
 
 mod support;
 
-use std::io::Read;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::*;
 
 const STREAM_TEXT: &str = include_str!("fixtures/anthropic/stream_text.sse");
+const TEXT: &str = include_str!("fixtures/anthropic/text.json");
 const MAIN_KEY: &str = "sk-main-secret-key-0001";
 
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +68,14 @@ fn main_ok(kind: Kind) -> Reply {
     match kind {
         Kind::OpenAi => Reply::chunks(&["from ", "main"], End::Done),
         Kind::Anthropic => Reply::sse(STREAM_TEXT, End::Eof),
+    }
+}
+
+/// A non-streaming answer of `main`.
+fn main_completion(kind: Kind) -> Reply {
+    match kind {
+        Kind::OpenAi => Reply::completion("main"),
+        Kind::Anthropic => Reply::raw(200, TEXT),
     }
 }
 
@@ -332,4 +341,354 @@ fn an_oversized_event_after_content_ends_the_stream_with_an_error() {
             main.written() / MIB
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Deadlines (defect 8).
+
+/// 200 and headers, then silence (after keep-alive comments or Anthropic's
+/// content-free events): the first chunk is due within `timeout` of the
+/// request, so the backup answers long before `stream_timeout`.
+#[test]
+fn an_upstream_silent_after_its_headers_fails_over_within_timeout() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let release = Gate::new();
+        let mut events = vec![": keep-alive\n\n".to_string()];
+        events.extend(before_content(kind));
+        main.push(Reply::Stream {
+            events,
+            pace: None,
+            end: End::HangUntil(release.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 0.3\n    stream_timeout: 20",
+        ));
+        let started = Instant::now();
+        let s = stream(&p);
+        let took = started.elapsed();
+        release.open();
+        assert_backup_answered(&s, kind);
+        assert!(
+            took < Duration::from_secs(5),
+            "{kind:?}: failover took {} ms",
+            took.as_millis()
+        );
+    }
+}
+
+/// Content, then silence: the stream ends with a timeout error event after
+/// `stream_idle_timeout`, and that counts against the provider.
+#[test]
+fn an_upstream_silent_mid_stream_times_out_after_stream_idle_timeout() {
+    for kind in KINDS {
+        let main = Fake::new(main_completion(kind));
+        let release = Gate::new();
+        main.push(Reply::Stream {
+            events: first_content(kind),
+            pace: None,
+            end: End::HangUntil(release.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_timeout: 20\n    stream_idle_timeout: 0.5",
+        ));
+        let started = Instant::now();
+        let s = stream(&p);
+        let took = started.elapsed();
+        release.open();
+        assert_eq!(s.provider.as_deref(), Some("main"));
+        assert_eq!(s.text(), "a", "{kind:?}: {}", s.body);
+        let e = s.error();
+        assert_eq!(e["code"], "upstream_stream_error");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("stream_idle_timeout"), "{kind:?}: {msg}");
+        assert!(!s.body.contains("[DONE]") && !s.body.contains(MAIN_KEY));
+        assert!(
+            took < Duration::from_secs(5),
+            "{kind:?}: took {} ms",
+            took.as_millis()
+        );
+        // Counted: with max_failures 1 the next request skips main.
+        let r = p.chat("m");
+        assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"), "{kind:?}");
+    }
+}
+
+/// An upstream that keeps sending events is never idle, however long the
+/// stream: the idle deadline runs between events, not over the stream.
+#[test]
+fn a_slow_but_steady_stream_is_not_idle() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let mut events = first_content(kind);
+        // Six more events 0.15 s apart: 0.9 s in all, past the 0.4 s idle
+        // deadline, never 0.4 s without an event.
+        for _ in 0..6 {
+            events.push(match kind {
+                Kind::OpenAi => chunk_events(&["b"]).remove(0),
+                Kind::Anthropic => anthropic_delta("b"),
+            });
+        }
+        let n = events.len();
+        let pace: Vec<Gate> = (0..n).map(|_| Gate::new()).collect();
+        let end = match kind {
+            Kind::OpenAi => End::Done,
+            Kind::Anthropic => {
+                events.extend(sse_events(STREAM_TEXT)[7..].to_vec());
+                End::Eof
+            }
+        };
+        let first_paced = n - 7; // the gates before the six "b"s
+        main.push(Reply::Stream {
+            events,
+            pace: Some(pace.clone()),
+            end,
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_idle_timeout: 0.4",
+        ));
+        let opener = std::thread::spawn(move || {
+            for (i, g) in pace.iter().enumerate() {
+                if i >= first_paced {
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                g.open();
+            }
+        });
+        let s = stream(&p);
+        opener.join().unwrap();
+        assert_eq!(s.text(), "abbbbbb", "{kind:?}: {}", s.body);
+        assert_eq!(s.data().last().map(String::as_str), Some("[DONE]"));
+    }
+}
+
+/// The client leaves while the upstream is silent: the proxy notices within
+/// a fraction of `stream_idle_timeout` (it sends the client a keep-alive
+/// comment while the upstream is silent), closes the upstream, and does not
+/// count it against the provider.
+#[test]
+fn a_client_leaving_during_an_upstream_stall_is_noticed_and_not_counted() {
+    for kind in KINDS {
+        let main = Fake::new(main_completion(kind));
+        let closed = Gate::new();
+        main.push(Reply::Stream {
+            events: first_content(kind),
+            pace: None,
+            end: End::HoldUntilClosed(closed.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_timeout: 30\n    stream_idle_timeout: 4",
+        ));
+        let resp = p.open_stream("m");
+        let mut r = BufReader::new(resp.into_body().into_reader());
+        let mut line = String::new();
+        while !(line.starts_with("data: ") && line.contains(r#""content":"a""#)) {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "{kind:?}: no content");
+        }
+        let left = Instant::now();
+        drop(r);
+        // Well before stream_idle_timeout (4 s), let alone stream_timeout.
+        assert!(
+            closed.wait(Duration::from_secs(3)),
+            "{kind:?}: the upstream was still held {} ms after the client left",
+            left.elapsed().as_millis()
+        );
+        // Not counted: with max_failures 1 main still gets the next request.
+        let r = p.chat("m");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-llm-proxy-provider"), Some("main"), "{kind:?}");
+    }
+}
+
+/// While the upstream is silent the client gets SSE comments, which every
+/// SSE client ignores; the content is unchanged.
+#[test]
+fn a_silent_upstream_gets_the_client_keep_alive_comments() {
+    for kind in KINDS {
+        let main = Fake::new(main_ok(kind));
+        let resume = Gate::new();
+        let mut events = first_content(kind);
+        let end = match kind {
+            Kind::OpenAi => End::DoneAfter(resume.clone()),
+            Kind::Anthropic => {
+                events.extend(sse_events(STREAM_TEXT)[7..].to_vec());
+                End::Eof
+            }
+        };
+        let k = first_content(kind).len();
+        let mut pace: Vec<Gate> = (0..events.len()).map(|_| Gate::new()).collect();
+        // Hold back what follows the first content until the test resumes it.
+        pace[k - 1] = resume.clone();
+        for g in pace.iter().skip(k) {
+            g.open();
+        }
+        for g in pace.iter().take(k - 1) {
+            g.open();
+        }
+        main.push(Reply::Stream {
+            events,
+            pace: Some(pace),
+            end,
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_idle_timeout: 2",
+        ));
+        let resp = p.open_stream("m");
+        let mut r = BufReader::new(resp.into_body().into_reader());
+        let mut body = String::new();
+        let mut line = String::new();
+        let mut resumed = false;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            body.push_str(&line);
+            if line.starts_with(": keep-alive") && !resumed {
+                resumed = true;
+                resume.open();
+            }
+        }
+        assert!(resumed, "{kind:?}: no keep-alive comment: {body}");
+        let s = Streamed {
+            provider: None,
+            attempts: None,
+            body,
+        };
+        assert_eq!(s.data().last().map(String::as_str), Some("[DONE]"));
+        assert!(s.text().starts_with('a'), "{kind:?}: {}", s.body);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets.
+
+/// The binary at trace level, through the failures above with upstreams
+/// that echo the key: the key reaches neither a client nor the log.
+#[test]
+fn stream_failures_never_show_the_key_in_answers_or_logs() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    let main = Fake::new(Reply::completion("main"));
+    let echo = format!("<html>\n\n<body>bad key {MAIN_KEY}</body>\n\n</html>\n");
+    let page = format!("{}{echo}", http_head(Some("text/html"), echo.len()));
+    main.push(Reply::Raw(page.into_bytes(), End::Done));
+    let mut oversized = chunk_events(&["a"]);
+    oversized.extend(vec![format!("data: {MAIN_KEY} {}\n", "k".repeat(MIB)); 8]);
+    main.push(Reply::Stream {
+        events: oversized,
+        pace: None,
+        end: End::Cut,
+    });
+    let release = Gate::new();
+    main.push(Reply::Stream {
+        events: vec![format!(": {MAIN_KEY}\n\n"), chunk_events(&["a"]).remove(0)],
+        pace: None,
+        end: End::HangUntil(release.clone()),
+    });
+    let backup = backup_fake();
+    let yaml = config(
+        Kind::OpenAi,
+        &main,
+        &backup,
+        "timeout: 5\n    stream_idle_timeout: 0.3",
+    )
+    .replace(
+        "failover: {max_failures: 1, cooldown: 60}",
+        "failover: {max_failures: 10}",
+    );
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(yaml.as_bytes()).unwrap();
+    let path = file.into_temp_path();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-proxy"))
+        .args(["--config", path.to_str().unwrap(), "--port", "0"])
+        .env("LLM_PROXY_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the proxy did not start: {log:?}"));
+        log.push(line.clone());
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let open = || {
+        let resp = agent()
+            .post(format!("{url}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .send(chat_body("m", true))
+            .unwrap();
+        resp.into_body().read_to_string().unwrap_or_default()
+    };
+    // An HTML page before commit: failover to the backup.
+    let body = open();
+    assert!(
+        body.contains("backup") && !body.contains(MAIN_KEY),
+        "{body}"
+    );
+    // An oversized event after content: the error event.
+    let body = open();
+    assert!(
+        body.contains("larger than") && !body.contains(MAIN_KEY),
+        "{body}"
+    );
+    // Silence after content: the idle timeout's error event.
+    let body = open();
+    release.open();
+    assert!(
+        body.contains("stream_idle_timeout") && !body.contains(MAIN_KEY),
+        "{body}"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let all = log.join("\n");
+    assert!(
+        all.contains("expected an event stream, got text/html"),
+        "{all}"
+    );
+    assert!(all.contains("failed mid-stream"), "{all}");
+    assert!(!all.contains(MAIN_KEY), "the key reached the log:\n{all}");
+    assert!(
+        !all.contains(&MAIN_KEY[..12]),
+        "a key fragment reached the log:\n{all}"
+    );
 }

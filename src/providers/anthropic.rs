@@ -901,13 +901,9 @@ impl ChatStream for AnthropicStream<'_> {
             if self.state.stopped {
                 return Ok(None);
             }
-            let ev = self
-                .events
-                .next_event()
-                .map_err(|e| self.up.stream_error(e))?
-                .ok_or_else(|| {
-                    ProviderError::Connect("upstream closed the stream before message_stop".into())
-                })?;
+            let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
+                ProviderError::Connect("upstream closed the stream before message_stop".into())
+            })?;
             let Some(data) = ev.data.as_deref() else {
                 continue; // a comment
             };

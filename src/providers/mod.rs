@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod azure;
+pub mod deadline;
 mod openai;
 
 use std::collections::HashMap;
@@ -16,12 +17,12 @@ use serde_json::Value;
 use ureq::Agent;
 use ureq::http::{Response, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::ChatRequest;
-use crate::sse::SseReader;
+use crate::sse::{Event, SseReader};
 
 /// One upstream kind. Implementations translate the OpenAI request into
 /// their wire format and their answers back; HTTP is done by [`Upstream`].
@@ -89,6 +90,7 @@ pub struct Upstream {
     pub api_key: Option<crate::config::Secret>,
     timeout: Duration,
     stream_timeout: Duration,
+    stream_idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -108,13 +110,15 @@ impl Upstream {
         Upstream {
             agent: Agent::with_parts(
                 config,
-                DefaultConnector::default(),
+                // ureq has no deadline that moves with each event.
+                DefaultConnector::default().chain(deadline::DeadlineConnector),
                 CachingResolver::default(),
             ),
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
             stream_timeout: cfg.stream_timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
         }
     }
 
@@ -225,6 +229,22 @@ impl Upstream {
             resp.into_body().into_reader(),
         ));
         Ok(SseReader::new(reader))
+    }
+
+    /// The next event of a stream, due within `stream_idle_timeout` (and
+    /// within any earlier deadline in force, such as the router's for the
+    /// first chunk). Every event counts, comments and pings included: an
+    /// upstream that sends them is not idle.
+    pub fn next_event(
+        &self,
+        events: &mut SseReader<Box<dyn BufRead + Send>>,
+    ) -> Result<Option<Event>, ProviderError> {
+        let _due = deadline::limit(
+            Instant::now(),
+            self.stream_idle_timeout,
+            "stream_idle_timeout",
+        );
+        events.next_event().map_err(|e| self.stream_error(e))
     }
 
     /// Classify a transport failure (connect, TLS, timeout, cut body).

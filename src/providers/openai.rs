@@ -152,13 +152,9 @@ impl ChatStream for OpenAiStream<'_> {
     /// the proxy sends its own keep-alives while the upstream is silent.
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
         let mut ev = loop {
-            let ev = self
-                .events
-                .next_event()
-                .map_err(|e| self.up.stream_error(e))?
-                .ok_or_else(|| {
-                    ProviderError::Connect("upstream closed the stream before [DONE]".into())
-                })?;
+            let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
+                ProviderError::Connect("upstream closed the stream before [DONE]".into())
+            })?;
             if ev.data.is_some() {
                 break ev;
             }
