@@ -581,6 +581,54 @@ fn a_silent_upstream_gets_the_client_keep_alive_comments() {
     }
 }
 
+/// An upstream that holds its body open after its last event: the client's
+/// answer (which already has `[DONE]`) ends after `stream_idle_timeout`, not
+/// `stream_timeout`, and the stream counts as complete.
+#[test]
+fn an_upstream_holding_its_body_open_after_the_last_event_is_let_go() {
+    for kind in KINDS {
+        let main = Fake::new(main_completion(kind));
+        let closed = Gate::new();
+        let events = match kind {
+            Kind::OpenAi => {
+                let mut e = chunk_events(&["a"]);
+                e.push("data: [DONE]\n\n".into());
+                e
+            }
+            Kind::Anthropic => sse_events(STREAM_TEXT),
+        };
+        main.push(Reply::Stream {
+            events,
+            pace: None,
+            end: End::HoldUntilClosed(closed.clone()),
+        });
+        let backup = backup_fake();
+        let p = Proxy::start(&config(
+            kind,
+            &main,
+            &backup,
+            "timeout: 5\n    stream_timeout: 20\n    stream_idle_timeout: 0.5",
+        ));
+        let started = Instant::now();
+        let s = stream(&p);
+        let took = started.elapsed();
+        assert_eq!(
+            s.data().last().map(String::as_str),
+            Some("[DONE]"),
+            "{kind:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{kind:?}: the answer ended after {} ms",
+            took.as_millis()
+        );
+        assert!(closed.wait(Duration::from_secs(5)), "{kind:?}");
+        // A success: main still gets the next request.
+        let r = p.chat("m");
+        assert_eq!(r.header("x-llm-proxy-provider"), Some("main"), "{kind:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Secrets.
 

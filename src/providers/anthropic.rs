@@ -918,7 +918,7 @@ impl ChatStream for AnthropicStream<'_> {
     }
 
     fn finish(&mut self) {
-        self.events.drain();
+        self.up.drain(&mut self.events);
     }
 }
 

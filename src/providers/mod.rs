@@ -247,6 +247,18 @@ impl Upstream {
         events.next_event().map_err(|e| self.stream_error(e))
     }
 
+    /// Read the rest of a complete stream's body (see [`ChatStream::finish`]),
+    /// for no longer than `stream_idle_timeout`: an upstream that holds its
+    /// body open after the last event must not hold the worker.
+    pub fn drain(&self, events: &mut SseReader<Box<dyn BufRead + Send>>) {
+        let _due = deadline::limit(
+            Instant::now(),
+            self.stream_idle_timeout,
+            "stream_idle_timeout",
+        );
+        events.drain();
+    }
+
     /// Classify a transport failure (connect, TLS, timeout, cut body).
     pub fn transport_error(&self, e: ureq::Error) -> ProviderError {
         let msg = redact(&e.to_string(), self.key());

@@ -177,6 +177,6 @@ impl ChatStream for OpenAiStream<'_> {
     }
 
     fn finish(&mut self) {
-        self.events.drain();
+        self.up.drain(&mut self.events);
     }
 }
