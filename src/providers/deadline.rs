@@ -96,7 +96,7 @@ fn expired(l: Limit) -> Error {
     Error::Io(io::Error::new(
         io::ErrorKind::TimedOut,
         format!(
-            "no data from the upstream within {} ({} s)",
+            "{} ({} s) passed while waiting for the upstream",
             l.what,
             l.after.as_secs_f64()
         ),
