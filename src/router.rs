@@ -20,6 +20,8 @@ pub enum Answer<'a> {
         stream: Box<dyn ChatStream + 'a>,
         first: Option<Vec<u8>>,
         permit: Permit<'a>,
+        /// The provider's `stream_idle_timeout`.
+        idle: Duration,
     },
 }
 
@@ -82,6 +84,7 @@ pub fn route<'a>(
                         stream,
                         first,
                         permit,
+                        idle: pcfg.stream_idle_timeout,
                     };
                     return (Ok(answer), trace);
                 }

@@ -181,11 +181,12 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
             stream,
             first,
             permit,
+            idle,
         }) => {
             outcome.status = 200;
             let provider = trace.provider.as_deref().unwrap_or("");
             outcome.note = Some(relay(
-                app, req, headers, stream, first, permit, provider, rid,
+                app, req, headers, stream, first, permit, idle, provider, rid,
             ));
         }
         Err(err) => {
@@ -228,6 +229,7 @@ fn relay(
     mut stream: Box<dyn ChatStream + '_>,
     first: Option<Vec<u8>>,
     permit: Permit<'_>,
+    idle: Duration,
     provider: &str,
     rid: &str,
 ) -> &'static str {
@@ -253,12 +255,6 @@ fn relay(
     // while the upstream is silent it writes the client a keep-alive; a
     // failed write is a client that left, which ends the upstream read at
     // once and is not the provider's fault.
-    let idle = app
-        .config
-        .providers
-        .iter()
-        .find(|p| p.name == provider)
-        .map_or(Duration::from_secs(60), |p| p.stream_idle_timeout);
     let gone = Rc::new(Cell::new(false));
     let keep_alive = {
         let (out, gone) = (out.clone(), gone.clone());
