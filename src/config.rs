@@ -30,6 +30,7 @@ pub mod defaults {
     pub const COOLDOWN_SECS: f64 = 600.0;
     pub const TIMEOUT_SECS: f64 = 60.0;
     pub const STREAM_TIMEOUT_SECS: f64 = 600.0;
+    pub const STREAM_IDLE_TIMEOUT_SECS: f64 = 60.0;
     pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
     pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
     pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -162,6 +163,7 @@ struct RawProvider {
     base_url: Option<String>,
     timeout: Option<Value>,
     stream_timeout: Option<Value>,
+    stream_idle_timeout: Option<Value>,
     /// azure only.
     api_version: Option<String>,
     /// anthropic only.
@@ -375,6 +377,8 @@ pub struct ProviderConfig {
     pub base_url: String,
     pub timeout: Duration,
     pub stream_timeout: Duration,
+    /// Longest wait for a stream's next event (comments included).
+    pub stream_idle_timeout: Duration,
     /// Azure: the `api-version` query parameter.
     pub api_version: Option<String>,
     /// Anthropic: the `anthropic-version` header (defaulted for that kind).
@@ -480,13 +484,14 @@ impl Config {
             };
             let _ = write!(
                 s,
-                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s",
+                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s stream_idle_timeout={}s",
                 p.name,
                 p.kind.as_str(),
                 p.base_url,
                 key,
                 p.timeout.as_secs_f64(),
-                p.stream_timeout.as_secs_f64()
+                p.stream_timeout.as_secs_f64(),
+                p.stream_idle_timeout.as_secs_f64()
             );
             if let Some(v) = &p.api_version {
                 let _ = write!(s, " api_version={v}");
@@ -852,6 +857,11 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
                 &format!("{path}.stream_timeout"),
                 p.stream_timeout,
                 defaults::STREAM_TIMEOUT_SECS,
+            )),
+            stream_idle_timeout: x.check(x.secs(
+                &format!("{path}.stream_idle_timeout"),
+                p.stream_idle_timeout,
+                defaults::STREAM_IDLE_TIMEOUT_SECS,
             )),
             api_version,
             anthropic_version,

@@ -8,7 +8,7 @@ use crate::config::{ModelConfig, Route};
 use crate::error::{ProviderError, ProxyError};
 use crate::health::{Permit, Skip};
 use crate::openai::ChatRequest;
-use crate::providers::ChatStream;
+use crate::providers::{ChatStream, deadline};
 
 /// A successful routing decision.
 pub enum Answer<'a> {
@@ -20,6 +20,8 @@ pub enum Answer<'a> {
         stream: Box<dyn ChatStream + 'a>,
         first: Option<Vec<u8>>,
         permit: Permit<'a>,
+        /// The provider's `stream_idle_timeout`.
+        idle: Duration,
     },
 }
 
@@ -86,6 +88,10 @@ pub fn route<'a>(
         let provider = &app.providers[route.provider];
         let started = Instant::now();
         let attempt = if req.stream {
+            // The first chunk is due within `timeout` of the attempt's start,
+            // however the upstream spends it (headers, then comments, pings
+            // or silence); only then is the client committed to it.
+            let _first_chunk = deadline::limit(started, pcfg.timeout, "timeout");
             let opened = provider
                 .stream(req, &route.model_id)
                 .and_then(|mut stream| {
@@ -100,6 +106,7 @@ pub fn route<'a>(
                         stream,
                         first,
                         permit,
+                        idle: pcfg.stream_idle_timeout,
                     };
                     return (Ok(answer), trace);
                 }

@@ -1,7 +1,9 @@
 //! (method, path) → handler, and the handlers themselves.
 
+use std::cell::{Cell, RefCell};
 use std::io::Read;
-use std::time::Instant;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tiny_http::{HTTPVersion, Method, Request};
@@ -11,7 +13,7 @@ use crate::error::ProxyError;
 use crate::health::Permit;
 use crate::http::{self, Headers};
 use crate::openai::ChatRequest;
-use crate::providers::ChatStream;
+use crate::providers::{ChatStream, deadline};
 use crate::router::{self, Answer};
 use crate::sse::{self, EventWriter};
 
@@ -179,11 +181,12 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
             stream,
             first,
             permit,
+            idle,
         }) => {
             outcome.status = 200;
             let provider = trace.provider.as_deref().unwrap_or("");
             outcome.note = Some(relay(
-                app, req, headers, stream, first, permit, provider, rid,
+                app, req, headers, stream, first, permit, idle, provider, rid,
             ));
         }
         Err(err) => {
@@ -192,6 +195,28 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
         }
     }
     outcome
+}
+
+/// While the upstream is silent, how often the client gets a keep-alive
+/// comment: a tenth of `stream_idle_timeout`, at most every 5 s.
+fn keep_alive_every(stream_idle_timeout: Duration) -> Duration {
+    (stream_idle_timeout / 10).min(Duration::from_secs(5))
+}
+
+/// An SSE comment; every SSE client ignores it.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// End the client's body, once the keep-alives (which share the writer)
+/// have stopped.
+fn end_body(
+    out: Rc<RefCell<EventWriter>>,
+    keep_alive: deadline::SilenceGuard,
+) -> std::io::Result<()> {
+    drop(keep_alive);
+    match Rc::try_unwrap(out) {
+        Ok(w) => w.into_inner().finish(),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Send the stream to the client, event by event, and settle the provider's
@@ -204,6 +229,7 @@ fn relay(
     mut stream: Box<dyn ChatStream + '_>,
     first: Option<Vec<u8>>,
     permit: Permit<'_>,
+    idle: Duration,
     provider: &str,
     rid: &str,
 ) -> &'static str {
@@ -218,40 +244,57 @@ fn relay(
     let head = http::head(200, &headers, "Connection: close\r\n");
     let first_is_done = first.is_none();
     let first = first.unwrap_or_else(|| sse::DONE.to_vec());
-    let mut out = match EventWriter::start(req.into_writer(), chunked, &head, &first) {
-        Ok(w) => w,
+    let out = match EventWriter::start(req.into_writer(), chunked, &head, &first) {
+        Ok(w) => Rc::new(RefCell::new(w)),
         Err(e) => {
             log::info!("{rid} client went away before the stream started: {e}");
             return "client_gone";
         }
     };
+    // The relay cannot see the client while it waits for the upstream, so
+    // while the upstream is silent it writes the client a keep-alive; a
+    // failed write is a client that left, which ends the upstream read at
+    // once and is not the provider's fault.
+    let gone = Rc::new(Cell::new(false));
+    let keep_alive = {
+        let (out, gone) = (out.clone(), gone.clone());
+        deadline::on_silence(keep_alive_every(idle), move || {
+            let sent = out.borrow_mut().send(KEEP_ALIVE);
+            gone.set(sent.is_err());
+            sent
+        })
+    };
     if first_is_done {
         stream.finish();
-        let _ = out.finish();
+        let _ = end_body(out, keep_alive);
         app.health.success(permit);
         return "complete";
     }
     loop {
         match stream.next_event() {
             Ok(Some(event)) => {
-                if let Err(e) = out.send(&event) {
+                if let Err(e) = out.borrow_mut().send(&event) {
                     log::info!("{rid} client went away mid-stream: {e}");
                     // Not the provider's fault; leave its breaker alone.
                     return "client_gone";
                 }
             }
             Ok(None) => {
-                let sent = out.send(sse::DONE);
+                let sent = out.borrow_mut().send(sse::DONE);
                 // Read the end of the upstream body (normally already here)
                 // before ending the client's, so the connection is back in
                 // the pool before the client can send its next request. An
                 // upstream that held its body open after [DONE] would delay
                 // the end of the client's body (which already has [DONE])
-                // until it closes or stream_timeout.
+                // until it closes or stream_idle_timeout.
                 stream.finish();
-                let _ = sent.and_then(|_| out.finish());
+                let _ = sent.and_then(|_| end_body(out, keep_alive));
                 app.health.success(permit);
                 return "complete";
+            }
+            Err(_) if gone.get() => {
+                log::info!("{rid} client went away while provider {provider} was silent");
+                return "client_gone";
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -267,7 +310,8 @@ fn relay(
                 });
                 let event = sse::data_event(err.to_string().as_bytes());
                 // No [DONE]: the client must not take this for a complete answer.
-                let _ = out.send(&event).and_then(|_| out.finish());
+                let sent = out.borrow_mut().send(&event);
+                let _ = sent.and_then(|_| end_body(out, keep_alive));
                 return "upstream_error";
             }
         }

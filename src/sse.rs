@@ -4,9 +4,14 @@
 
 use std::io::{self, BufRead, Write};
 
-/// Longest line accepted from an upstream stream; a longer one is an error
-/// rather than unbounded memory.
-const MAX_LINE: usize = 8 * 1024 * 1024;
+/// Largest event accepted from an upstream, all its lines (comments,
+/// names, unknown fields) counted; a larger one is an error rather than
+/// unbounded memory (an upstream that sent 1,000 `data:` lines of 1 MiB
+/// without a blank line took the proxy to 1 GB). Real chunks are a few
+/// hundred bytes; the largest real ones carry a base64 image of a few MB.
+pub const MAX_EVENT: usize = 4 * 1024 * 1024;
+/// A line buffer grown past this by a large event is given back after it.
+const KEEP_LINE_CAPACITY: usize = 64 * 1024;
 /// Most bytes read after a stream's last event to reach the end of the body.
 const MAX_DRAIN: usize = 4 * 1024;
 
@@ -54,13 +59,19 @@ impl<R: BufRead> SseReader<R> {
     }
 
     /// The next event, or `None` at a clean end of the body.
-    /// A body that ends in the middle of an event is an error.
+    /// A body that ends in the middle of an event is an error, and so is an
+    /// event larger than [`MAX_EVENT`] (`InvalidData`), found before more
+    /// than `MAX_EVENT + 2` bytes of it are buffered.
     pub fn next_event(&mut self) -> io::Result<Option<Event>> {
         let mut ev = Event::default();
         let mut any = false;
+        // Bytes of this event so far; never more than MAX_EVENT.
+        let mut size = 0usize;
         loop {
             self.line.clear();
-            let mut limited = <&mut R as std::io::Read>::take(&mut self.inner, MAX_LINE as u64 + 1);
+            let room = MAX_EVENT - size;
+            // + 2: the blank line that ends a full event still fits.
+            let mut limited = <&mut R as std::io::Read>::take(&mut self.inner, room as u64 + 2);
             let n = limited.read_until(b'\n', &mut self.line)?;
             if n == 0 {
                 return if any {
@@ -72,10 +83,15 @@ impl<R: BufRead> SseReader<R> {
                     Ok(None)
                 };
             }
-            if n > MAX_LINE {
+            let blank = matches!(&self.line[..], b"\n" | b"\r\n");
+            if n > room && !blank {
+                self.line = Vec::new();
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "event line too long",
+                    format!(
+                        "an upstream event was larger than {} MiB",
+                        MAX_EVENT / (1024 * 1024)
+                    ),
                 ));
             }
             let mut l = &self.line[..];
@@ -93,11 +109,15 @@ impl<R: BufRead> SseReader<R> {
             }
             if l.is_empty() {
                 if any {
+                    if self.line.capacity() > KEEP_LINE_CAPACITY {
+                        self.line = Vec::with_capacity(512);
+                    }
                     return Ok(Some(ev));
                 }
                 continue;
             }
             any = true;
+            size += n;
             let text = std::str::from_utf8(l)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "event is not UTF-8"))?;
             let (field, value) = match text.split_once(':') {
@@ -236,6 +256,38 @@ mod tests {
         let e = r.next_event().unwrap().unwrap();
         assert_eq!(e.data.as_deref(), Some("[DONE]"));
         assert_eq!(r.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn events_are_capped_in_total_not_per_line() {
+        // Many lines, each well under the cap, no blank line.
+        let line = format!("data: {}\n", "x".repeat(1024 * 1024 - 7));
+        let body = line.repeat(MAX_EVENT / line.len() + 1);
+        let mut r = SseReader::new(body.as_bytes());
+        let e = r.next_event().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than 4 MiB"), "{e}");
+
+        // Comments count too: they are buffered like data.
+        let comment = format!(": {}\n", "c".repeat(64 * 1024));
+        let body = comment.repeat(MAX_EVENT / comment.len() + 1);
+        let mut r = SseReader::new(body.as_bytes());
+        assert!(r.next_event().is_err());
+
+        // An event just under the cap is whole, and the next one reads on.
+        let mut body = line.repeat(MAX_EVENT / line.len());
+        body.push_str("\ndata: next\n\n");
+        let mut r = SseReader::new(body.as_bytes());
+        let e = r.next_event().unwrap().unwrap();
+        assert_eq!(
+            e.data.unwrap().len(),
+            MAX_EVENT / line.len() * (line.len() - 6) - 1
+        );
+        assert_eq!(
+            r.next_event().unwrap().unwrap().data.as_deref(),
+            Some("next")
+        );
+        assert!(r.line.capacity() <= KEEP_LINE_CAPACITY);
     }
 
     #[test]

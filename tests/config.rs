@@ -71,6 +71,7 @@ fn a_valid_config_with_env_expansion_and_defaults() {
     );
     assert_eq!(openai.timeout, Duration::from_secs(10));
     assert_eq!(openai.stream_timeout, Duration::from_secs(600));
+    assert_eq!(openai.stream_idle_timeout, Duration::from_secs(60));
     let local = c.provider("local").unwrap();
     assert!(local.api_key.is_none());
     assert_eq!(local.timeout, Duration::from_secs(60));
@@ -158,6 +159,11 @@ fn validation_messages_name_the_yaml_path() {
         ),
         ("  workers: 16", "  workers: 0", &["server.workers"]),
         ("    timeout: 10", "    timeout: soon", &["timeout", "soon"]),
+        (
+            "    timeout: 10",
+            "    timeout: 10\n    stream_idle_timeout: 0",
+            &["providers.openai.stream_idle_timeout", "positive"],
+        ),
     ];
     for (from, to, needles) in cases {
         assert!(GOOD.contains(from), "bad test case: {from}");

@@ -1,7 +1,8 @@
 //! Cheap, deterministic guards against the big performance regressions that
 //! `scripts/bench.sh` would show, without timing anything: upstream
-//! connections are reused (non-streaming and streaming), threads do not pile
-//! up after many requests, and stream events are not coalesced.
+//! connections are reused (non-streaming and streaming, for each kind of
+//! stream), threads do not pile up after many requests, and stream events
+//! are not coalesced.
 //!
 //! The thread count is read from /proc/self/status, which counts every
 //! thread of this test process, so the tests here run one at a time.
@@ -54,6 +55,36 @@ fn stream_upstream_connections_are_reused() {
     }
     // One connection for all of them: the proxy reads each upstream body to
     // its end, so ureq can put the connection back in its pool.
+    assert_eq!(fake.connections(), 1);
+}
+
+const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic/stream_text.sse");
+
+#[test]
+fn anthropic_stream_upstream_connections_are_reused() {
+    let _g = serial();
+    let fake = Fake::new(Reply::sse(ANTHROPIC_STREAM, End::Eof));
+    let p = Proxy::start(&format!(
+        r#"
+providers:
+  claude:
+    type: anthropic
+    api_key: sk-ant-guard-key-0001
+    base_url: {}
+    timeout: 5
+models:
+  gpt-4:
+    providers:
+      claude: {{priority: 0, model_id: claude-3-5-sonnet-20241022}}
+"#,
+        fake.root_url()
+    ));
+    for _ in 0..20 {
+        // role, three deltas, finish, [DONE]
+        assert_eq!(stream_to_done(&p).len(), 6);
+    }
+    // Like the OpenAI kind: the proxy reads past message_stop to the end of
+    // the body, so the connection goes back to ureq's pool.
     assert_eq!(fake.connections(), 1);
 }
 

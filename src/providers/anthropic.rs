@@ -741,6 +741,10 @@ impl State {
     }
 }
 
+/// Tool calls one streamed message may have: the translation remembers
+/// each one's block index, and that memory must stay bounded.
+const MAX_TOOL_CALLS: usize = 1024;
+
 /// Why an upstream event ends the stream.
 #[derive(Debug, PartialEq)]
 enum Fail {
@@ -808,6 +812,9 @@ fn map_known(kind: &str, v: &Value, st: &mut State, out: &mut Vec<Vec<u8>>) -> R
                     }
                 }
                 Some("tool_use") => {
+                    if st.tools.len() >= MAX_TOOL_CALLS {
+                        return Err(Fail::Malformed("more tool calls than one message may have"));
+                    }
                     let k = st.tools.len();
                     st.tools.push(i);
                     let delta = json!({"tool_calls": [{
@@ -894,13 +901,9 @@ impl ChatStream for AnthropicStream<'_> {
             if self.state.stopped {
                 return Ok(None);
             }
-            let ev = self
-                .events
-                .next_event()
-                .map_err(|e| self.up.stream_error(e))?
-                .ok_or_else(|| {
-                    ProviderError::Connect("upstream closed the stream before message_stop".into())
-                })?;
+            let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
+                ProviderError::Connect("upstream closed the stream before message_stop".into())
+            })?;
             let Some(data) = ev.data.as_deref() else {
                 continue; // a comment
             };
@@ -912,6 +915,10 @@ impl ChatStream for AnthropicStream<'_> {
                 }
             }
         }
+    }
+
+    fn finish(&mut self) {
+        self.up.drain(&mut self.events);
     }
 }
 
@@ -1464,6 +1471,24 @@ mod tests {
             ),
             Err(Fail::ErrorEvent)
         );
+    }
+
+    #[test]
+    fn tool_calls_per_message_are_bounded() {
+        let mut st = State::new("claude", false, 1);
+        let start = |i: usize| {
+            json!({"type":"content_block_start","index":i,
+                "content_block":{"type":"tool_use","id":format!("t{i}"),"name":"f","input":{}}})
+            .to_string()
+        };
+        for i in 0..MAX_TOOL_CALLS {
+            assert!(map_event(None, &start(i), &mut st).is_ok());
+        }
+        assert!(matches!(
+            map_event(None, &start(MAX_TOOL_CALLS), &mut st),
+            Err(Fail::Malformed(_))
+        ));
+        assert_eq!(st.tools.len(), MAX_TOOL_CALLS);
     }
 
     /// The whole stream object over a fixture body: one event per call,

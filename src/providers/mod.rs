@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod azure;
+pub mod deadline;
 mod openai;
 
 use std::collections::HashMap;
@@ -16,12 +17,12 @@ use serde_json::Value;
 use ureq::Agent;
 use ureq::http::{Response, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::ChatRequest;
-use crate::sse::SseReader;
+use crate::sse::{Event, SseReader};
 
 /// One upstream kind. Implementations translate the OpenAI request into
 /// their wire format and their answers back; HTTP is done by [`Upstream`].
@@ -47,8 +48,10 @@ pub trait ChatStream: Send {
     /// Called after a complete stream (`Ok(None)`) has reached the client:
     /// read what is left of the upstream body, normally just the end of its
     /// chunked framing, so that ureq returns the connection to its pool.
-    /// Without this every stream opened a new upstream connection.
-    fn finish(&mut self) {}
+    /// Without this every stream opened a new upstream connection. It has
+    /// no default on purpose: a stream kind that forgot it (Anthropic's did)
+    /// opened a connection per stream without any test failing.
+    fn finish(&mut self);
 }
 
 /// Build the provider for a config entry.
@@ -80,6 +83,9 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 const MAX_LOCATION: usize = 300;
 /// The start of a 2xx body that is not what the API promises, in messages.
 const MAX_DECODE_TEXT: usize = 200;
+/// Bytes read of a 2xx answer to a stream request that is not an event
+/// stream, to show its start in the error (200 characters are shown).
+const NOT_A_STREAM_PREVIEW: u64 = 1024;
 
 /// A provider's HTTP client: its agent, base URL, key and timeouts.
 pub struct Upstream {
@@ -88,6 +94,7 @@ pub struct Upstream {
     pub api_key: Option<crate::config::Secret>,
     timeout: Duration,
     stream_timeout: Duration,
+    stream_idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -107,13 +114,15 @@ impl Upstream {
         Upstream {
             agent: Agent::with_parts(
                 config,
-                DefaultConnector::default(),
+                // ureq has no deadline that moves with each event.
+                DefaultConnector::default().chain(deadline::DeadlineConnector),
                 CachingResolver::default(),
             ),
             base_url: cfg.base_url.clone(),
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
             stream_timeout: cfg.stream_timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
         }
     }
 
@@ -197,27 +206,69 @@ impl Upstream {
             .map_err(|e| self.transport_error(e))
     }
 
-    /// A 2xx streaming answer as SSE events. An upstream that answered with
-    /// JSON instead (some servers ignore `stream`, or put an error in a 200)
-    /// is a decode failure, so the request fails over.
+    /// A 2xx streaming answer as SSE events. An answer that is not
+    /// `text/event-stream` is a decode failure, so the request fails over:
+    /// JSON (some servers ignore `stream`, or put an error in a 200), an
+    /// HTML page from something in front of the API, or no type at all
+    /// (whose blank lines would otherwise parse as events).
     pub fn events(
         &self,
         resp: Response<ureq::Body>,
     ) -> Result<SseReader<Box<dyn BufRead + Send>>, ProviderError> {
-        let is_json = resp
+        let media = resp
             .headers()
             .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if is_json {
-            let bytes = self.read_body(resp)?;
-            return Err(self.decode_error("expected an event stream, got JSON", &bytes));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .unwrap_or_default();
+        let media = media.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("text/event-stream") {
+            let what = if media.is_empty() {
+                "expected an event stream, got no Content-Type".to_string()
+            } else {
+                format!("expected an event stream, got {}", truncate(media, 64))
+            };
+            // The start of the body, for the message; the rest is not needed.
+            let mut start = Vec::new();
+            let _ = resp
+                .into_body()
+                .into_reader()
+                .take(NOT_A_STREAM_PREVIEW)
+                .read_to_end(&mut start);
+            return Err(self.decode_error(&what, &start));
         }
         let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
             STREAM_READ_BUFFER,
             resp.into_body().into_reader(),
         ));
         Ok(SseReader::new(reader))
+    }
+
+    /// The next event of a stream, due within `stream_idle_timeout` (and
+    /// within any earlier deadline in force, such as the router's for the
+    /// first chunk). Every event counts, comments and pings included: an
+    /// upstream that sends them is not idle.
+    pub fn next_event(
+        &self,
+        events: &mut SseReader<Box<dyn BufRead + Send>>,
+    ) -> Result<Option<Event>, ProviderError> {
+        let _due = deadline::limit(
+            Instant::now(),
+            self.stream_idle_timeout,
+            "stream_idle_timeout",
+        );
+        events.next_event().map_err(|e| self.stream_error(e))
+    }
+
+    /// Read the rest of a complete stream's body (see [`ChatStream::finish`]),
+    /// for no longer than `stream_idle_timeout`: an upstream that holds its
+    /// body open after the last event must not hold the worker.
+    pub fn drain(&self, events: &mut SseReader<Box<dyn BufRead + Send>>) {
+        let _due = deadline::limit(
+            Instant::now(),
+            self.stream_idle_timeout,
+            "stream_idle_timeout",
+        );
+        events.drain();
     }
 
     /// Classify a transport failure (connect, TLS, timeout, cut body).

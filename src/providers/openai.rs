@@ -146,32 +146,37 @@ struct OpenAiStream<'a> {
 }
 
 impl ChatStream for OpenAiStream<'_> {
+    /// Only `data:` events are passed on. Comments (`: keep-alive`,
+    /// OpenRouter's `: OPENROUTER PROCESSING`) are dropped: before the first
+    /// chunk they must not commit the client to this provider, and after it
+    /// the proxy sends its own keep-alives while the upstream is silent.
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
-        let ev = self
-            .events
-            .next_event()
-            .map_err(|e| self.up.stream_error(e))?
-            .ok_or_else(|| {
+        let mut ev = loop {
+            let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
                 ProviderError::Connect("upstream closed the stream before [DONE]".into())
             })?;
-        if let Some(data) = &ev.data {
-            if data.trim() == "[DONE]" {
-                return Ok(None);
+            if ev.data.is_some() {
+                break ev;
             }
-            match serde_json::from_str::<ChunkProbe>(data) {
-                Ok(ChunkProbe { error: Some(_) }) => return Err(self.up.in_stream_error(data)),
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(self
-                        .up
-                        .decode_error("malformed stream event", data.as_bytes()));
-                }
+        };
+        let data = ev.data.as_deref().unwrap_or_default();
+        if data.trim() == "[DONE]" {
+            return Ok(None);
+        }
+        match serde_json::from_str::<ChunkProbe>(data) {
+            Ok(ChunkProbe { error: Some(_) }) => return Err(self.up.in_stream_error(data)),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(self
+                    .up
+                    .decode_error("malformed stream event", data.as_bytes()));
             }
         }
+        ev.comments.clear();
         Ok(Some(sse::encode(&ev)))
     }
 
     fn finish(&mut self) {
-        self.events.drain();
+        self.up.drain(&mut self.events);
     }
 }

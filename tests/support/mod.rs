@@ -46,6 +46,11 @@ pub enum End {
     /// A clean end of the body without `data: [DONE]` (Anthropic streams
     /// end after their `message_stop` event).
     Eof,
+    /// Send nothing more and keep the connection open until the proxy
+    /// closes it; then open the gate (the test's signal that the proxy gave
+    /// up on this upstream). Also opened if the proxy closes the connection
+    /// while events are still being sent.
+    HoldUntilClosed(Gate),
 }
 
 /// What the fake answers to one request.
@@ -63,6 +68,10 @@ pub enum Reply {
         pace: Option<Vec<Gate>>,
         end: End,
     },
+    /// Exactly these bytes (status line, headers and body, framing
+    /// included), then `end` (`Cut`, `HangUntil` and `HoldUntilClosed` are
+    /// meaningful here; the others close the connection).
+    Raw(Vec<u8>, End),
     /// Read the request and never answer until the gate opens; then close.
     Hang(Gate),
     /// Close the connection without answering.
@@ -203,6 +212,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     arrived: Condvar,
     connections: AtomicUsize,
+    /// Bytes of stream events written to the proxy, all connections.
+    written: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -223,6 +234,7 @@ impl Fake {
             received: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             connections: AtomicUsize::new(0),
+            written: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -276,6 +288,11 @@ impl Fake {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// Bytes of stream events the proxy accepted from this fake.
+    pub fn written(&self) -> usize {
+        self.shared.written.load(Ordering::SeqCst)
+    }
+
     /// Block until at least `n` requests have arrived.
     pub fn wait_for(&self, n: usize) {
         let g = self.shared.received.lock().unwrap();
@@ -317,7 +334,7 @@ fn serve(conn: TcpStream, s: &Shared) {
             r.push(req);
             s.arrived.notify_all();
         }
-        if !answer(&mut conn, reply) {
+        if !answer(&mut conn, reply, s) {
             return;
         }
     }
@@ -358,7 +375,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
 }
 
 /// Returns whether the connection can be used for another request.
-fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
+fn answer(conn: &mut TcpStream, reply: Reply, s: &Shared) -> bool {
     match reply {
         Reply::Json {
             status,
@@ -388,8 +405,13 @@ fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
                     }
                 }
                 if write_chunk(conn, e.as_bytes()).is_err() {
+                    // The proxy closed the connection while we were sending.
+                    if let End::HoldUntilClosed(g) = &end {
+                        g.open();
+                    }
                     return false;
                 }
+                s.written.fetch_add(e.len(), Ordering::SeqCst);
             }
             match end {
                 End::Done => finish_stream(conn),
@@ -406,7 +428,26 @@ fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
                     false
                 }
                 End::Eof => conn.write_all(b"0\r\n\r\n").is_ok(),
+                End::HoldUntilClosed(g) => hold_until_closed(conn, &g),
             }
+        }
+        Reply::Raw(bytes, end) => {
+            if conn.write_all(&bytes).is_err() {
+                return false;
+            }
+            match end {
+                End::Cut => {
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                }
+                End::HangUntil(g) => {
+                    g.wait(Duration::from_secs(60));
+                }
+                End::HoldUntilClosed(g) => {
+                    hold_until_closed(conn, &g);
+                }
+                End::Done | End::DoneAfter(_) | End::Eof => {}
+            }
+            false
         }
         Reply::Hang(g) => {
             g.wait(Duration::from_secs(60));
@@ -415,13 +456,27 @@ fn answer(conn: &mut TcpStream, reply: Reply) -> bool {
         Reply::Close => false,
         Reply::Delay(d, r) => {
             thread::sleep(d);
-            answer(conn, *r)
+            answer(conn, *r, s)
         }
         Reply::After(g, r) => {
             g.wait(Duration::from_secs(20));
-            answer(conn, *r)
+            answer(conn, *r, s)
         }
     }
+}
+
+/// Wait (at most a minute) for the proxy to close the connection, then
+/// open `g`. Anything the proxy sends meanwhile is discarded.
+fn hold_until_closed(conn: &mut TcpStream, g: &Gate) -> bool {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    g.open();
+    false
 }
 
 fn write_chunk(conn: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {

@@ -1,0 +1,269 @@
+//! Deadlines for upstream I/O that ureq's own timeouts cannot express, set
+//! by the thread that does the blocking I/O (a worker handles one request at
+//! a time, so a thread-local is the request's state):
+//!
+//! - [`limit`]: no upstream read or write may wait past an instant. The
+//!   router sets `request start + timeout` until a stream's first chunk; each
+//!   upstream event read sets `now + stream_idle_timeout`. Limits nest, and
+//!   an inner one never extends an outer one, so a request-wide deadline can
+//!   wrap both later.
+//! - [`on_silence`]: while a read waits, call a function every so often (the
+//!   relay writes the client a keep-alive comment, which is how it notices a
+//!   client that left while the upstream is silent).
+//!
+//! [`DeadlineConnector`] wraps every upstream connection's transport to obey
+//! both. ureq's own timeouts (`stream_timeout` over the whole stream) still
+//! apply underneath.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::time::{Duration, Instant};
+
+use ureq::Error;
+use ureq::unversioned::transport::time::Duration as WaitFor;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
+
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    at: Instant,
+    /// The config key that set it, for the error message.
+    what: &'static str,
+    after: Duration,
+}
+
+type SilenceFn = Box<dyn FnMut() -> io::Result<()>>;
+
+struct Silence {
+    every: Duration,
+    call: SilenceFn,
+}
+
+thread_local! {
+    static LIMIT: Cell<Option<Limit>> = const { Cell::new(None) };
+    static SILENCE: RefCell<Option<Silence>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous limit when dropped.
+#[must_use = "the limit lasts as long as the guard"]
+pub struct LimitGuard {
+    prev: Option<Limit>,
+}
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        LIMIT.set(self.prev);
+    }
+}
+
+/// Upstream I/O on this thread fails with a timeout at `start + after`
+/// (or at an earlier limit already in force), until the guard is dropped.
+/// `what` names the setting in the error message.
+pub fn limit(start: Instant, after: Duration, what: &'static str) -> LimitGuard {
+    let prev = LIMIT.get();
+    let mine = start.checked_add(after).map(|at| Limit { at, what, after });
+    let next = match (prev, mine) {
+        (Some(p), Some(m)) if p.at <= m.at => Some(p),
+        (p, None) => p,
+        (_, m) => m,
+    };
+    LIMIT.set(next);
+    LimitGuard { prev }
+}
+
+/// Removes the silence function when dropped.
+#[must_use = "the function is called only while the guard lives"]
+pub struct SilenceGuard(());
+
+impl Drop for SilenceGuard {
+    fn drop(&mut self) {
+        SILENCE.with_borrow_mut(|s| *s = None);
+    }
+}
+
+/// While an upstream read on this thread has waited `every` without data,
+/// call `f`; if it fails, the read fails with its error.
+pub fn on_silence(every: Duration, f: impl FnMut() -> io::Result<()> + 'static) -> SilenceGuard {
+    SILENCE.with_borrow_mut(|s| {
+        *s = Some(Silence {
+            every,
+            call: Box::new(f),
+        })
+    });
+    SilenceGuard(())
+}
+
+fn expired(l: Limit) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{} ({} s) passed while waiting for the upstream",
+            l.what,
+            l.after.as_secs_f64()
+        ),
+    ))
+}
+
+/// Why a capped wait ended early.
+enum Cap {
+    /// ureq's own timeout is the nearest: its error stands.
+    Ureq,
+    Limit(Limit),
+    Silence,
+}
+
+/// `timeout` capped by the limit and the silence interval, and which of the
+/// three is nearest. `ureq_at` is when ureq's own timeout falls.
+fn cap(
+    timeout: NextTimeout,
+    ureq_at: Option<Instant>,
+    now: Instant,
+    limit: Option<Limit>,
+    silence: Option<Duration>,
+) -> (NextTimeout, Cap) {
+    let mut left = ureq_at.map(|at| at.saturating_duration_since(now));
+    let mut why = Cap::Ureq;
+    if let Some(l) = limit {
+        let d = l.at.saturating_duration_since(now);
+        if left.is_none_or(|x| d < x) {
+            left = Some(d);
+            why = Cap::Limit(l);
+        }
+    }
+    if let Some(d) = silence {
+        if left.is_none_or(|x| d < x) {
+            left = Some(d);
+            why = Cap::Silence;
+        }
+    }
+    let mut t = timeout;
+    t.after = left.map_or(WaitFor::NotHappening, WaitFor::from);
+    (t, why)
+}
+
+fn ureq_deadline(timeout: &NextTimeout, now: Instant) -> Option<Instant> {
+    match timeout.after {
+        WaitFor::Exact(d) => now.checked_add(d),
+        WaitFor::NotHappening => None,
+    }
+}
+
+/// Wraps each upstream connection's transport in a [`DeadlineTransport`].
+#[derive(Debug, Default)]
+pub struct DeadlineConnector;
+
+impl Connector<Box<dyn Transport>> for DeadlineConnector {
+    type Out = DeadlineTransport;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<Box<dyn Transport>>,
+    ) -> Result<Option<Self::Out>, Error> {
+        Ok(chained.map(DeadlineTransport))
+    }
+}
+
+/// A transport whose waits obey this thread's [`limit`] and [`on_silence`].
+#[derive(Debug)]
+pub struct DeadlineTransport(Box<dyn Transport>);
+
+impl Transport for DeadlineTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+        let now = Instant::now();
+        let limit = LIMIT.get();
+        if let Some(l) = limit.filter(|l| l.at <= now) {
+            return Err(expired(l));
+        }
+        let (t, why) = cap(timeout, ureq_deadline(&timeout, now), now, limit, None);
+        match (self.0.transmit_output(amount, t), why) {
+            (Err(Error::Timeout(_)), Cap::Limit(l)) => Err(expired(l)),
+            (r, _) => r,
+        }
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        let ureq_at = ureq_deadline(&timeout, Instant::now());
+        loop {
+            let now = Instant::now();
+            let limit = LIMIT.get();
+            if let Some(l) = limit.filter(|l| l.at <= now) {
+                return Err(expired(l));
+            }
+            let every = SILENCE.with_borrow(|s| s.as_ref().map(|s| s.every));
+            let (t, why) = cap(timeout, ureq_at, now, limit, every);
+            match (self.0.await_input(t), why) {
+                (Err(Error::Timeout(_)), Cap::Limit(l)) => return Err(expired(l)),
+                (Err(Error::Timeout(_)), Cap::Silence) => {
+                    let called = SILENCE.with_borrow_mut(|s| s.as_mut().map(|s| (s.call)()));
+                    if let Some(Err(e)) = called {
+                        return Err(Error::Io(e));
+                    }
+                }
+                (r, _) => return r,
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_nest_and_never_extend_an_outer_one() {
+        let t0 = Instant::now();
+        assert!(LIMIT.get().is_none());
+        {
+            let _outer = limit(t0, Duration::from_secs(10), "timeout");
+            assert_eq!(LIMIT.get().unwrap().what, "timeout");
+            {
+                let _longer = limit(t0, Duration::from_secs(60), "stream_idle_timeout");
+                assert_eq!(LIMIT.get().unwrap().what, "timeout");
+            }
+            {
+                let _shorter = limit(t0, Duration::from_secs(1), "stream_idle_timeout");
+                let l = LIMIT.get().unwrap();
+                assert_eq!(
+                    (l.what, l.at),
+                    ("stream_idle_timeout", t0 + Duration::from_secs(1))
+                );
+            }
+            assert_eq!(LIMIT.get().unwrap().what, "timeout");
+        }
+        assert!(LIMIT.get().is_none());
+    }
+
+    #[test]
+    fn cap_picks_the_nearest_of_ureq_limit_and_silence() {
+        let now = Instant::now();
+        let t = NextTimeout::default();
+        let l = Limit {
+            at: now + Duration::from_secs(5),
+            what: "timeout",
+            after: Duration::from_secs(5),
+        };
+        let (c, why) = cap(t, None, now, None, None);
+        assert!(matches!(why, Cap::Ureq) && c.after.is_not_happening());
+        let (c, why) = cap(t, Some(now + Duration::from_secs(9)), now, Some(l), None);
+        assert!(matches!(why, Cap::Limit(_)));
+        assert_eq!(c.after, WaitFor::from(Duration::from_secs(5)));
+        let (_, why) = cap(t, Some(now + Duration::from_secs(2)), now, Some(l), None);
+        assert!(matches!(why, Cap::Ureq));
+        let s = Some(Duration::from_secs(1));
+        let (c, why) = cap(t, None, now, Some(l), s);
+        assert!(matches!(why, Cap::Silence));
+        assert_eq!(c.after, WaitFor::from(Duration::from_secs(1)));
+    }
+}
