@@ -651,3 +651,285 @@ pub fn delta_text(events: &[String]) -> String {
 pub fn ms(start: Instant) -> u128 {
     start.elapsed().as_millis()
 }
+
+// ---------------------------------------------------------------------------
+// A raw scripted upstream: bytes on the socket, exactly as scripted, for the
+// faults a well-behaved HTTP server cannot produce (a short body, a dripped
+// head, a stall after the 200, an oversized event, bytes that are not UTF-8).
+
+/// One step of what a [`Raw`] upstream does on a connection after it has
+/// read the request. When the script ends, the connection is closed.
+#[derive(Clone)]
+pub enum Step {
+    /// Write these bytes at once.
+    Send(Vec<u8>),
+    /// Write these bytes `chunk` at a time, pausing `every` before each
+    /// piece after the first (a slow upstream; the pause is the behaviour
+    /// under test, not a way of ordering events).
+    Drip {
+        bytes: Vec<u8>,
+        chunk: usize,
+        every: Duration,
+    },
+    /// Write these bytes `times` times (large bodies without holding them
+    /// in memory).
+    Repeat { bytes: Vec<u8>, times: usize },
+    /// Send nothing until the gate opens (or 60 s pass).
+    Wait(Gate),
+}
+
+impl Step {
+    pub fn send(b: impl AsRef<[u8]>) -> Step {
+        Step::Send(b.as_ref().to_vec())
+    }
+    pub fn drip(b: impl AsRef<[u8]>, chunk: usize, every: Duration) -> Step {
+        Step::Drip {
+            bytes: b.as_ref().to_vec(),
+            chunk: chunk.max(1),
+            every,
+        }
+    }
+}
+
+/// Everything a [`Raw`] upstream needs per connection: the steps to play.
+pub type Script = Vec<Step>;
+
+struct RawShared {
+    script: Mutex<VecDeque<Script>>,
+    default: Script,
+    received: Mutex<Vec<Received>>,
+    stop: AtomicBool,
+}
+
+/// A scripted upstream that speaks raw bytes: for each connection it reads
+/// one request (recorded), plays the next queued script (else the default
+/// one), and closes the connection.
+pub struct Raw {
+    pub addr: SocketAddr,
+    shared: Arc<RawShared>,
+}
+
+impl Raw {
+    pub fn new(default: Script) -> Raw {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(RawShared {
+            script: Mutex::new(VecDeque::new()),
+            default,
+            received: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = s.clone();
+                thread::spawn(move || play(conn, &s));
+            }
+        });
+        Raw { addr, shared }
+    }
+
+    /// Queue a script for the next connection.
+    pub fn push(&self, s: Script) -> &Raw {
+        self.shared.script.lock().unwrap().push_back(s);
+        self
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn play(conn: TcpStream, s: &RawShared) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let Some(req) = read_request(&mut reader) else {
+        return;
+    };
+    let script = s
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| s.default.clone());
+    s.received.lock().unwrap().push(req);
+    let mut conn = conn;
+    for step in script {
+        let ok = match step {
+            Step::Send(b) => conn.write_all(&b).and_then(|_| conn.flush()).is_ok(),
+            Step::Drip {
+                bytes,
+                chunk,
+                every,
+            } => bytes.chunks(chunk).enumerate().all(|(i, piece)| {
+                if i > 0 {
+                    thread::sleep(every);
+                }
+                conn.write_all(piece).and_then(|_| conn.flush()).is_ok()
+            }),
+            Step::Repeat { bytes, times } => (0..times).all(|_| conn.write_all(&bytes).is_ok()),
+            Step::Wait(g) => {
+                g.wait(Duration::from_secs(60));
+                true
+            }
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+}
+
+/// An HTTP/1.1 response head with these headers and `Connection: close`.
+pub fn head(status: u16, headers: &[(&str, &str)]) -> String {
+    let mut h = format!("HTTP/1.1 {status} Scripted\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("Connection: close\r\n\r\n");
+    h
+}
+
+/// One chunk of a chunked body.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut b = format!("{:x}\r\n", data.len()).into_bytes();
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n");
+    b
+}
+
+// ---------------------------------------------------------------------------
+// The binary under test, with its log captured.
+
+/// The `llm-proxy` binary running on a config, its stderr captured line by
+/// line (for asserting what reached the log).
+pub struct Logged {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<thread::JoinHandle<()>>,
+    pub url: String,
+    _config: tempfile::TempPath,
+}
+
+impl Logged {
+    /// Start the binary on `yaml` (port 0) with `LLM_PROXY_LOG=trace`;
+    /// returns once it logged its address, or panics with what it logged
+    /// (a rejected config, for example).
+    pub fn start(yaml: &str) -> Logged {
+        use std::process::{Command, Stdio};
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        let config = f.into_temp_path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llm-proxy"))
+            .args(["--config", config.to_str().unwrap(), "--port", "0"])
+            .env("LLM_PROXY_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = lines.clone();
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            // Bytes, not lines of text: a log line that is not UTF-8 must
+            // still be checked, not end the capture.
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                buf.clear();
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.split_whitespace().next().unwrap_or("").to_string());
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(20));
+        let mut p = Logged {
+            child,
+            lines,
+            reader: Some(reader),
+            url: String::new(),
+            _config: config,
+        };
+        match url {
+            Ok(u) => p.url = u,
+            Err(_) => panic!("the proxy did not start:\n{}", p.finish()),
+        }
+        p
+    }
+
+    /// Stop the process and return everything it logged.
+    pub fn finish(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every `n`-character window of `secret` that occurs in `text`.
+/// One pass over `text` (which may be a stream of many MiB, and tests are
+/// not optimised): only positions whose byte occurs in the secret are
+/// compared.
+pub fn leaked_fragments(text: &str, secret: &str, n: usize) -> Vec<String> {
+    let (t, k) = (text.as_bytes(), secret.as_bytes());
+    if n == 0 || k.len() < n || t.len() < n {
+        return Vec::new();
+    }
+    let windows: Vec<&[u8]> = k.windows(n).collect();
+    let mut found = vec![false; windows.len()];
+    let mut in_key = [false; 256];
+    for &b in k {
+        in_key[usize::from(b)] = true;
+    }
+    for (i, &b) in t[..=t.len() - n].iter().enumerate() {
+        if !in_key[usize::from(b)] {
+            continue;
+        }
+        let w = &t[i..i + n];
+        for (f, kw) in found.iter_mut().zip(&windows) {
+            *f |= w == *kw;
+        }
+    }
+    windows
+        .iter()
+        .zip(found)
+        .filter(|(_, f)| *f)
+        .map(|(w, _)| String::from_utf8_lossy(w).into_owned())
+        .collect()
+}
