@@ -116,6 +116,12 @@ impl Provider for OpenAi {
             .up
             .post(&self.url(model_id), &self.headers(), &body, false)?;
         let bytes = self.up.read_body(resp)?;
+        // The probe skips string contents, and serde_json does not check
+        // the UTF-8 of what it skips: a body that is not UTF-8 (so not JSON,
+        // RFC 8259 §8.1) would otherwise reach the client as it came.
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(self.up.decode_error("the body is not UTF-8", &bytes));
+        }
         if serde_json::from_slice::<CompletionProbe>(&bytes).is_err() {
             return Err(self
                 .up
