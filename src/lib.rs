@@ -22,7 +22,7 @@ mod sse;
 
 pub use app::Hook;
 pub use config::{Config, ConfigError};
-pub use server::{Handle, start};
+pub use server::{Handle, serve, start};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.
 pub fn init_logging(config_level: log::LevelFilter) {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tiny_http::Request;
 
 use crate::app::{App, Hook};
@@ -30,13 +30,24 @@ use crate::routes;
 const WORKER_STACK: usize = 512 * 1024;
 /// An idle worker thread exits after this long.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// Stack for tiny_http's connection threads, which only parse request heads
+/// and queue requests (std's default is 2 MiB).
+const CONNECTION_STACK: usize = 256 * 1024;
 
 /// A running server.
 pub struct Handle {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
+    accept: Option<thread::JoinHandle<Exit>>,
+}
+
+/// How the accept loop ended.
+enum Exit {
+    /// `shutdown` (or dropping the handle) asked it to.
+    Stopped,
+    /// The listener is gone: tiny_http's accept thread ended.
+    Died(String),
 }
 
 impl Handle {
@@ -45,10 +56,19 @@ impl Handle {
         self.addr
     }
 
-    /// Block until the server stops.
-    pub fn join(mut self) {
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
+    /// Block until the server stops. An error means it stopped on its own
+    /// (the listener died, or the accept loop panicked): the caller should
+    /// exit non-zero so that a supervisor restarts it.
+    pub fn join(mut self) -> io::Result<()> {
+        let Some(t) = self.accept.take() else {
+            return Ok(());
+        };
+        match t.join() {
+            Ok(Exit::Stopped) => Ok(()),
+            Ok(Exit::Died(why)) => Err(io::Error::other(format!("the server stopped: {why}"))),
+            Err(_) => Err(io::Error::other(
+                "the server stopped: the accept loop panicked",
+            )),
         }
     }
 
@@ -81,8 +101,21 @@ pub fn start(config: Config, hook: Option<Hook>) -> io::Result<Handle> {
         .next()
         .ok_or_else(|| io::Error::other("the host resolved to no address"))?;
     let listener = listen(addr, config.server.client_timeout)?;
+    serve(listener, config, hook)
+}
+
+/// Serve on a listener that is already bound and listening (systemd socket
+/// activation, tests). The socket options `start` sets are applied to it.
+pub fn serve(listener: TcpListener, config: Config, hook: Option<Hook>) -> io::Result<Handle> {
+    configure(&SockRef::from(&listener), config.server.client_timeout)?;
     let addr = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None)
+    let limits = tiny_http::Limits {
+        max_connections: config.server.max_connections,
+        header_timeout: Some(config.server.header_timeout),
+        stack_size: CONNECTION_STACK,
+        error_body: listener_error_body,
+    };
+    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let server = Arc::new(server);
     let app = Arc::new(App::new(config, hook));
@@ -116,18 +149,42 @@ fn listen(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListener>
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As std does: a restarted proxy can bind while old connections linger.
     sock.set_reuse_address(true)?;
-    // Small responses and SSE events must not wait for delayed ACKs.
-    sock.set_tcp_nodelay(true)?;
-    // A client that stops sending its headers or body, or stops reading its
-    // response, is dropped after this long and its thread freed.
-    sock.set_read_timeout(Some(client_timeout))?;
-    sock.set_write_timeout(Some(client_timeout))?;
+    configure(&SockRef::from(&sock), client_timeout)?;
     sock.bind(&addr.into())?;
     sock.listen(LISTEN_BACKLOG)?;
     Ok(sock.into())
 }
 
-fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
+/// The options accepted sockets inherit from the listener.
+fn configure(sock: &SockRef<'_>, client_timeout: Duration) -> io::Result<()> {
+    // Small responses and SSE events must not wait for delayed ACKs.
+    sock.set_tcp_nodelay(true)?;
+    // A client that stops sending its headers or body, or stops reading its
+    // response, is dropped after this long and its thread freed.
+    sock.set_read_timeout(Some(client_timeout))?;
+    sock.set_write_timeout(Some(client_timeout))
+}
+
+/// The body of an error tiny_http answers on its own (a malformed or
+/// oversized head, HTTP/2, a head too slow, too many connections), in the
+/// OpenAI shape.
+fn listener_error_body(status: u16, message: &str) -> String {
+    let (kind, code) = match status {
+        408 => ("invalid_request_error", "request_timeout"),
+        414 | 431 => ("invalid_request_error", "request_header_too_large"),
+        417 => ("invalid_request_error", "expectation_failed"),
+        503 => ("server_error", "server_overloaded"),
+        505 => ("invalid_request_error", "http_version_not_supported"),
+        _ => ("invalid_request_error", "invalid_http_request"),
+    };
+    let mut err = ProxyError::bad_request(message).with_code(code);
+    err.status = status;
+    err.kind = kind;
+    err.body().to_string()
+}
+
+fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) -> Exit {
+    let mut exit = Exit::Stopped;
     while !stop.load(Ordering::SeqCst) {
         // Wake for the earliest queued request's deadline.
         let wait = pool
@@ -140,6 +197,7 @@ fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
             Err(e) => {
                 if !stop.load(Ordering::SeqCst) {
                     log::error!("accept loop stopped: {e}");
+                    exit = Exit::Died(e.to_string());
                 }
                 break;
             }
@@ -147,6 +205,7 @@ fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
         pool.expire();
     }
     pool.shutdown();
+    exit
 }
 
 struct State {
@@ -202,7 +261,10 @@ impl Pool {
         if st.active < self.0.max {
             st.active += 1;
             st.ready.push_back(req);
-            self.wake_or_spawn(&mut st);
+            if let Some(stuck) = self.wake_or_spawn(&mut st) {
+                drop(st);
+                reject_overloaded(stuck, self.0.queue_timeout);
+            }
         } else if st.waiting.len() < self.0.max {
             let deadline = Instant::now() + self.0.queue_timeout;
             st.waiting.push_back((req, deadline));
@@ -212,8 +274,11 @@ impl Pool {
         }
     }
 
-    /// Make sure some thread will pick up what is in `ready`.
-    fn wake_or_spawn(&self, st: &mut State) {
+    /// Make sure some thread will pick up what is in `ready`. Returns a
+    /// request to refuse when no thread can be started and none exists to
+    /// pick it up later (it would otherwise wait for ever).
+    #[must_use]
+    fn wake_or_spawn(&self, st: &mut State) -> Option<Request> {
         // Every idle thread is woken at most once per job; when more jobs
         // than idle threads are queued, start one more, but never more
         // threads than requests in hand (`active`, itself bounded by
@@ -222,7 +287,7 @@ impl Pool {
         // idle count started ~200 threads for 64 clients on 2 cores.
         if st.ready.len() <= st.idle || st.threads >= st.active {
             self.0.work.notify_one();
-            return;
+            return None;
         }
         let pool = self.clone();
         let spawned = thread::Builder::new()
@@ -231,8 +296,15 @@ impl Pool {
             .spawn(move || pool.worker());
         match spawned {
             Ok(_) => st.threads += 1,
-            Err(e) => log::error!("cannot start a worker thread: {e}"),
+            Err(e) => {
+                log::error!("cannot start a worker thread: {e}");
+                if st.threads == 0 {
+                    st.active -= 1;
+                    return st.ready.pop_back();
+                }
+            }
         }
+        None
     }
 
     fn next_deadline(&self) -> Option<Instant> {
