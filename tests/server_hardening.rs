@@ -333,6 +333,14 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
     }
     let uid = spare_uid().to_string();
     // At most 40 threads for this uid: fewer than the connections below.
+    /// Stops the proxy however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new("prlimit")
         .args([
             "--nproc=40",
@@ -350,6 +358,7 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let mut child = Kill(child);
     let log = thread::spawn(move || {
         let mut s = String::new();
         let _ = std::io::BufReader::new(stderr).read_to_string(&mut s);
@@ -383,7 +392,7 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
     }
     conns.clear();
     // The process is alive, and once the connections are gone it serves.
-    assert!(child.try_wait().unwrap().is_none(), "the proxy exited");
+    assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
     wait_served(addr);
     let served = Proxy {
         handle: None,
@@ -392,8 +401,7 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
     }
     .chat("gpt-4");
     assert_eq!(served.status, 200, "{}", served.body);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let log = log.join().unwrap();
     assert!(refused > 0, "no connection was refused; log:\n{log}");
     assert!(
@@ -401,4 +409,82 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
         "{log}"
     );
     assert!(!log.contains(KEY), "the key leaked into the log");
+}
+
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn threads_left_idle_by_a_burst_exit() {
+    // 150 requests in flight at once, then none: at most 64 idle workers
+    // and 16 idle connection threads stay (each keeps its touched stack).
+    let gate = Gate::new();
+    let fake = Fake::new(Reply::After(gate.clone(), Box::new(Reply::completion("x"))));
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, &format!("{{port: {port}}}"))).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_served(addr);
+    let p = Proxy {
+        handle: None,
+        url: format!("http://{addr}"),
+        addr,
+    };
+    let url = p.url.clone();
+    let clients: Vec<_> = (0..150)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let p = Proxy {
+                    handle: None,
+                    url,
+                    addr,
+                };
+                p.chat("gpt-4").status
+            })
+        })
+        .collect();
+    fake.wait_for(150);
+    assert!(threads_of(pid) >= 150 + 150, "{}", threads_of(pid));
+    gate.open();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    // The workers' idle timeout is 60 s: this must not wait for it.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = threads_of(pid);
+        if n <= 64 + 16 + 10 {
+            break;
+        }
+        assert!(Instant::now() < end, "{n} threads stay after the burst");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
