@@ -488,3 +488,105 @@ fn threads_left_idle_by_a_burst_exit() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_stream_holds_one_thread_not_two() {
+    // While it streams, a stream's connection (which ends with the stream)
+    // no longer keeps a thread reading ahead for a next request.
+    let gate = Gate::new();
+    let fake = Fake::new(Reply::chunks(&["a"], End::DoneAfter(gate.clone())));
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, &format!("{{port: {port}}}"))).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_served(addr);
+    let url = format!("http://{addr}");
+    let streams = 60;
+    let (first_tx, first_rx) = mpsc::channel();
+    let clients: Vec<_> = (0..streams)
+        .map(|_| {
+            let url = url.clone();
+            let first_tx = first_tx.clone();
+            thread::spawn(move || {
+                let p = Proxy {
+                    handle: None,
+                    url,
+                    addr,
+                };
+                let mut sent = false;
+                let events = read_events(p.open_stream("gpt-4"), |_| {
+                    if !sent {
+                        sent = true;
+                        let _ = first_tx.send(());
+                    }
+                });
+                let done = events.last().is_some_and(|e| e == "[DONE]");
+                (delta_text(&events[..events.len().saturating_sub(1)]), done)
+            })
+        })
+        .collect();
+    for _ in 0..streams {
+        first_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("every stream started");
+    }
+    // Every stream is under way: one worker each, plus at most 16 idle
+    // connection threads and the few fixed ones (before: a connection
+    // thread per stream too, 124+).
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = threads_of(pid);
+        if n <= streams + 16 + 10 {
+            break;
+        }
+        assert!(Instant::now() < end, "{n} threads for {streams} streams");
+        thread::sleep(Duration::from_millis(50));
+    }
+    gate.open();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), ("a".to_string(), true));
+    }
+}
+
+#[test]
+fn a_stream_that_fails_to_start_closes_its_connection() {
+    // The connection stopped reading ahead when the stream was asked for;
+    // an error answer instead of the stream must then say so.
+    let fake = Fake::new(Reply::error(500, "upstream broke"));
+    let p = Proxy::start(&config(&fake, "{}"));
+    let body = chat_body("gpt-4", true);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (raw, _) = exchange(p.addr, req.as_bytes());
+    let (status, e) = one_error(&raw);
+    assert!(status >= 500, "{raw}");
+    assert!(!raw.contains(KEY), "{raw}");
+    assert!(
+        e["message"].as_str().unwrap().contains("upstream broke"),
+        "{raw}"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::refined_tcp_stream::Deadline;
+use crate::util::refined_tcp_stream::{Deadline, Stopper};
 use crate::util::RefinedTcpStream;
 use crate::Limits;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
@@ -42,6 +42,7 @@ pub struct ClientConnection {
     /// llm-proxy patch: the read deadline of this connection (see
     /// `Deadline`), the limits, and whether a request head has begun.
     deadline: Arc<Deadline>,
+    stopper: Arc<Stopper>,
     limits: Limits,
     head_started: bool,
     head_bytes: usize,
@@ -94,6 +95,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         deadline: Arc<Deadline>,
+        stopper: Arc<Stopper>,
         limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
@@ -110,6 +112,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             deadline,
+            stopper,
             limits,
             head_started: false,
             head_bytes: 0,
@@ -290,7 +293,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let mut request = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -310,6 +313,8 @@ impl ClientConnection {
             }
         })?;
 
+        request.set_stopper(self.stopper.clone());
+
         // return the request
         Ok(request)
     }
@@ -325,7 +330,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        if self.no_more_requests || self.stopper.stopped() {
             return None;
         }
 
@@ -354,6 +359,14 @@ impl Iterator for ClientConnection {
                 Err(ReadError::ReadIoError(_)) => return None,
             };
             let rq = match refusal {
+                // llm-proxy patch: the previous response was the last
+                // (`Request::stop_reading_ahead`).
+                _ if self.stopper.stopped() => {
+                    if let Ok(rq) = refusal {
+                        rq.discard();
+                    }
+                    return None;
+                }
                 Ok(rq) => rq,
                 Err((status, message)) => {
                     log::debug!("refusing a request: {status} {message}");

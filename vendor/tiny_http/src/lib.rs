@@ -370,6 +370,7 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        let stop_handle = sock.try_clone().ok();
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -388,11 +389,17 @@ impl Server {
                         };
 
                         let deadline = Arc::new(util::refined_tcp_stream::Deadline::default());
+                        // One more descriptor per connection, to stop its
+                        // read-ahead (see `Request::stop_reading_ahead`).
+                        let stopper = Arc::new(util::refined_tcp_stream::Stopper::new(
+                            stop_handle,
+                        ));
                         let read_closable = read_closable.with_deadline(deadline.clone());
                         Ok(ClientConnection::new(
                             write_closable,
                             read_closable,
                             deadline,
+                            stopper,
                             limits.clone(),
                         ))
                     }

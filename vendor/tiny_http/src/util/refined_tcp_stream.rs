@@ -118,6 +118,37 @@ impl Deadline {
     }
 }
 
+/// llm-proxy patch: lets the handler of a connection's last request stop
+/// the connection's thread from reading ahead for a next one, which it would
+/// otherwise do (holding a thread and its stack) for as long as the response
+/// lasts: `shutdown(SHUT_RD)` wakes its read with EOF, and the flag keeps it
+/// from serving a request it read before that.
+pub struct Stopper {
+    closing: std::sync::atomic::AtomicBool,
+    sock: Option<Connection>,
+}
+
+impl Stopper {
+    pub(crate) fn new(sock: Option<Connection>) -> Stopper {
+        Stopper {
+            closing: std::sync::atomic::AtomicBool::new(false),
+            sock,
+        }
+    }
+
+    pub fn stop(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(sock) = &self.sock {
+            let _ = sock.shutdown(Shutdown::Read);
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
