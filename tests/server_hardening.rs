@@ -323,7 +323,10 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
-        config(&fake, &format!("{{port: {port}, log_level: trace}}")),
+        config(
+            &fake,
+            &format!("{{port: {port}, log_level: trace, header_timeout: 1}}"),
+        ),
     )
     .unwrap();
     // Readable by the spare uid.
@@ -375,21 +378,24 @@ fn thread_exhaustion_rejects_connections_and_the_server_recovers() {
         .map(|_| {
             let mut s = TcpStream::connect(addr).unwrap();
             s.write_all(b"G").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(1500)))
-                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s
         })
         .collect();
-    // Those the proxy could not start a thread for were answered 503.
-    let mut refused = 0;
-    for s in conns.iter_mut().rev() {
+    // Those the proxy could not start a thread for were answered 503 at
+    // once; the others 408 when their head did not arrive in 1 s.
+    let (mut refused, mut timed_out) = (0, 0);
+    for s in conns.iter_mut() {
         let mut buf = [0u8; 512];
-        if let Ok(n) = s.read(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503") {
-                refused += 1;
-            }
+        let n = s.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]);
+        if head.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else if head.starts_with("HTTP/1.1 408") {
+            timed_out += 1;
         }
     }
+    assert_eq!(refused + timed_out, 60, "{refused} + {timed_out}");
     conns.clear();
     // The process is alive, and once the connections are gone it serves.
     assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");

@@ -121,14 +121,16 @@ impl ClientConnection {
 
     /// llm-proxy patch: answer `status` without reading a request and close,
     /// for a connection refused before it got a thread. Runs on the accept
-    /// thread, so the discarding of input is brief.
+    /// thread, so it discards only the input already there, without waiting
+    /// (a flood of silent connections must not slow the accept loop).
     pub(crate) fn refuse(mut self, status: u16, message: &str) {
-        self.answer_and_close(status, message, Duration::from_millis(10));
+        self.answer_and_close(status, message, None);
     }
 
     /// llm-proxy patch: write a canned error, then read and discard input
-    /// for at most `linger` before the connection is dropped (and closed).
-    fn answer_and_close(&mut self, status: u16, message: &str, linger: Duration) {
+    /// for at most `linger` (`None`: what has arrived) before the connection
+    /// is dropped (and closed).
+    fn answer_and_close(&mut self, status: u16, message: &str, linger: Option<Duration>) {
         use std::io::Write;
         let bytes = canned(&self.limits, status, message);
         let mut writer = self.sink.next().unwrap();
@@ -136,7 +138,11 @@ impl ClientConnection {
             return;
         }
         drop(writer);
-        self.deadline.set(Some(Instant::now() + linger));
+        match linger {
+            Some(linger) => self.deadline.set(Some(Instant::now() + linger)),
+            None if self.stopper.set_nonblocking() => {}
+            None => return,
+        }
         let mut sink = [0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
@@ -370,7 +376,7 @@ impl Iterator for ClientConnection {
                 Ok(rq) => rq,
                 Err((status, message)) => {
                     log::debug!("refusing a request: {status} {message}");
-                    self.answer_and_close(status, &message, LINGER);
+                    self.answer_and_close(status, &message, Some(LINGER));
                     return None;
                 }
             };

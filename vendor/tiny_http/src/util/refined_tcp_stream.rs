@@ -144,6 +144,14 @@ impl Stopper {
         }
     }
 
+    /// Make the connection's reads return at once when no data is there
+    /// (for draining a connection refused on the accept thread).
+    pub(crate) fn set_nonblocking(&self) -> bool {
+        self.sock
+            .as_ref()
+            .is_some_and(|sock| sock.set_nonblocking(true).is_ok())
+    }
+
     pub fn stopped(&self) -> bool {
         self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
