@@ -319,6 +319,7 @@ impl ClientConnection {
             }
         })?;
 
+        // llm-proxy patch: see `Request::stop_reading_ahead`.
         request.set_stopper(self.stopper.clone());
 
         // return the request
@@ -336,6 +337,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
+        // (llm-proxy patch: or the previous one stopped the read-ahead)
         if self.no_more_requests || self.stopper.stopped() {
             return None;
         }

@@ -388,9 +388,12 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
+                        // llm-proxy patch: the head deadline (`Deadline`).
                         let deadline = Arc::new(util::refined_tcp_stream::Deadline::default());
-                        // One more descriptor per connection, to stop its
-                        // read-ahead (see `Request::stop_reading_ahead`).
+                        // llm-proxy patch: one more descriptor per connection,
+                        // to stop its read-ahead (see
+                        // `Request::stop_reading_ahead`) and to drain it
+                        // without waiting when it is refused.
                         let stopper = Arc::new(util::refined_tcp_stream::Stopper::new(
                             stop_handle,
                         ));

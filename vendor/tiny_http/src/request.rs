@@ -423,6 +423,7 @@ impl Request {
         self.stopper.as_ref().is_some_and(|s| s.stopped())
     }
 
+    /// llm-proxy patch: see `stop_reading_ahead`.
     pub(crate) fn set_stopper(
         &mut self,
         stopper: std::sync::Arc<crate::util::refined_tcp_stream::Stopper>,
