@@ -24,6 +24,9 @@ pub mod defaults {
     pub const WORKERS: usize = 1024;
     pub const QUEUE_TIMEOUT_SECS: f64 = 5.0;
     pub const CLIENT_TIMEOUT_SECS: f64 = 30.0;
+    pub const HEADER_TIMEOUT_SECS: f64 = 10.0;
+    /// 1,000 streams plus headroom; `TasksMax=` in the unit allows for it.
+    pub const MAX_CONNECTIONS: usize = 2048;
     pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
     pub const LOG_LEVEL: &str = "info";
     pub const MAX_FAILURES: u32 = 3;
@@ -140,6 +143,8 @@ struct RawServer {
     workers: Option<Value>,
     queue_timeout: Option<Value>,
     client_timeout: Option<Value>,
+    header_timeout: Option<Value>,
+    max_connections: Option<Value>,
     max_body_bytes: Option<Value>,
     log_level: Option<String>,
 }
@@ -337,6 +342,10 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Read/write timeout on client sockets (slow or stalled clients).
     pub client_timeout: Duration,
+    /// A whole request head must arrive within this, from its first byte.
+    pub header_timeout: Duration,
+    /// Open client connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
     pub max_body_bytes: u64,
     pub log_level: log::LevelFilter,
 }
@@ -461,12 +470,14 @@ impl Config {
         let sv = &self.server;
         let _ = writeln!(
             s,
-            "server: {}:{} workers={} queue_timeout={}s client_timeout={}s max_body_bytes={} log_level={}",
+            "server: {}:{} workers={} max_connections={} queue_timeout={}s client_timeout={}s header_timeout={}s max_body_bytes={} log_level={}",
             sv.host,
             sv.port,
             sv.workers,
+            sv.max_connections,
             sv.queue_timeout.as_secs_f64(),
             sv.client_timeout.as_secs_f64(),
+            sv.header_timeout.as_secs_f64(),
             sv.max_body_bytes,
             sv.log_level
         );
@@ -727,6 +738,14 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
             s.client_timeout,
             defaults::CLIENT_TIMEOUT_SECS,
         )),
+        header_timeout: x.check(x.secs(
+            "server.header_timeout",
+            s.header_timeout,
+            defaults::HEADER_TIMEOUT_SECS,
+        )),
+        max_connections: x
+            .check(x.int("server.max_connections", s.max_connections, 1..=1_000_000))
+            .unwrap_or(defaults::MAX_CONNECTIONS),
         max_body_bytes: x
             .check(x.int(
                 "server.max_body_bytes",

@@ -66,7 +66,8 @@ pub fn wants_close(req: &Request) -> bool {
 pub fn send_json(req: Request, status: u16, mut headers: Headers, body: &[u8], close: bool) {
     headers.push(("Content-Type", "application/json".into()));
     headers.push(("Content-Length", body.len().to_string()));
-    let close = close || wants_close(&req);
+    // A stream request whose stream did not start ends its connection too.
+    let close = close || wants_close(&req) || req.reading_stopped();
     let h = head(
         status,
         &headers,

@@ -128,8 +128,16 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         handle.addr()
     );
-    handle.join();
-    ExitCode::SUCCESS
+    match handle.join() {
+        Ok(()) => ExitCode::SUCCESS,
+        // The listener is gone while the process lives on: exit non-zero so
+        // that systemd's Restart=on-failure starts a fresh one.
+        Err(e) => {
+            log::error!("exiting: {e}");
+            eprintln!("llm-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `host:port` as an error names it (`[::1]:8000` for IPv6).

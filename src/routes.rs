@@ -159,6 +159,11 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
         return outcome;
     };
 
+    // A stream is the connection's last response (`Connection: close`):
+    // free the connection's thread now rather than when the stream ends.
+    if chat.stream {
+        slot.as_ref().expect("request").stop_reading_ahead();
+    }
     let (result, trace) = router::route(app, model, &chat, rid);
     outcome.attempts = trace.attempts;
     outcome.provider = trace.provider.clone();

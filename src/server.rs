@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tiny_http::Request;
 
 use crate::app::{App, Hook};
@@ -30,13 +30,33 @@ use crate::routes;
 const WORKER_STACK: usize = 512 * 1024;
 /// An idle worker thread exits after this long.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// Most idle worker threads kept; one finishing a request when this many
+/// already wait exits at once. Waiters are woken in no set order, so under
+/// a steady trickle each was woken within `WORKER_IDLE` and none exited:
+/// after 1,000 concurrent streams, 1,000 idle workers kept ~40 KB of touched
+/// stack each (`/proc/PID/smaps`) for as long as any traffic came.
+const MAX_IDLE_WORKERS: usize = 64;
+/// Requests in flight at once after which the proxy, once idle again, gives
+/// freed heap back to the OS (`crate::trim`).
+const TRIM_AFTER: usize = 64;
+/// Stack for tiny_http's connection threads, which only parse request heads
+/// and queue requests (std's default is 2 MiB).
+const CONNECTION_STACK: usize = 256 * 1024;
 
 /// A running server.
 pub struct Handle {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
+    accept: Option<thread::JoinHandle<Exit>>,
+}
+
+/// How the accept loop ended.
+enum Exit {
+    /// `shutdown` (or dropping the handle) asked it to.
+    Stopped,
+    /// The listener is gone: tiny_http's accept thread ended.
+    Died(String),
 }
 
 impl Handle {
@@ -45,10 +65,19 @@ impl Handle {
         self.addr
     }
 
-    /// Block until the server stops.
-    pub fn join(mut self) {
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
+    /// Block until the server stops. An error means it stopped on its own
+    /// (the listener died, or the accept loop panicked): the caller should
+    /// exit non-zero so that a supervisor restarts it.
+    pub fn join(mut self) -> io::Result<()> {
+        let Some(t) = self.accept.take() else {
+            return Ok(());
+        };
+        match t.join() {
+            Ok(Exit::Stopped) => Ok(()),
+            Ok(Exit::Died(why)) => Err(io::Error::other(format!("the server stopped: {why}"))),
+            Err(_) => Err(io::Error::other(
+                "the server stopped: the accept loop panicked",
+            )),
         }
     }
 
@@ -81,8 +110,21 @@ pub fn start(config: Config, hook: Option<Hook>) -> io::Result<Handle> {
         .next()
         .ok_or_else(|| io::Error::other("the host resolved to no address"))?;
     let listener = listen(addr, config.server.client_timeout)?;
+    serve(listener, config, hook)
+}
+
+/// Serve on a listener that is already bound and listening (systemd socket
+/// activation, tests). The socket options `start` sets are applied to it.
+pub fn serve(listener: TcpListener, config: Config, hook: Option<Hook>) -> io::Result<Handle> {
+    configure(&SockRef::from(&listener), config.server.client_timeout)?;
     let addr = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None)
+    let limits = tiny_http::Limits {
+        max_connections: config.server.max_connections,
+        header_timeout: Some(config.server.header_timeout),
+        stack_size: CONNECTION_STACK,
+        error_body: listener_error_body,
+    };
+    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let server = Arc::new(server);
     let app = Arc::new(App::new(config, hook));
@@ -116,18 +158,42 @@ fn listen(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListener>
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As std does: a restarted proxy can bind while old connections linger.
     sock.set_reuse_address(true)?;
-    // Small responses and SSE events must not wait for delayed ACKs.
-    sock.set_tcp_nodelay(true)?;
-    // A client that stops sending its headers or body, or stops reading its
-    // response, is dropped after this long and its thread freed.
-    sock.set_read_timeout(Some(client_timeout))?;
-    sock.set_write_timeout(Some(client_timeout))?;
+    configure(&SockRef::from(&sock), client_timeout)?;
     sock.bind(&addr.into())?;
     sock.listen(LISTEN_BACKLOG)?;
     Ok(sock.into())
 }
 
-fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
+/// The options accepted sockets inherit from the listener.
+fn configure(sock: &SockRef<'_>, client_timeout: Duration) -> io::Result<()> {
+    // Small responses and SSE events must not wait for delayed ACKs.
+    sock.set_tcp_nodelay(true)?;
+    // A client that stops sending its headers or body, or stops reading its
+    // response, is dropped after this long and its thread freed.
+    sock.set_read_timeout(Some(client_timeout))?;
+    sock.set_write_timeout(Some(client_timeout))
+}
+
+/// The body of an error tiny_http answers on its own (a malformed or
+/// oversized head, HTTP/2, a head too slow, too many connections), in the
+/// OpenAI shape.
+fn listener_error_body(status: u16, message: &str) -> String {
+    let (kind, code) = match status {
+        408 => ("invalid_request_error", "request_timeout"),
+        414 | 431 => ("invalid_request_error", "request_header_too_large"),
+        417 => ("invalid_request_error", "expectation_failed"),
+        503 => ("server_error", "server_overloaded"),
+        505 => ("invalid_request_error", "http_version_not_supported"),
+        _ => ("invalid_request_error", "invalid_http_request"),
+    };
+    let mut err = ProxyError::bad_request(message).with_code(code);
+    err.status = status;
+    err.kind = kind;
+    err.body().to_string()
+}
+
+fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) -> Exit {
+    let mut exit = Exit::Stopped;
     while !stop.load(Ordering::SeqCst) {
         // Wake for the earliest queued request's deadline.
         let wait = pool
@@ -140,6 +206,7 @@ fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
             Err(e) => {
                 if !stop.load(Ordering::SeqCst) {
                     log::error!("accept loop stopped: {e}");
+                    exit = Exit::Died(e.to_string());
                 }
                 break;
             }
@@ -147,6 +214,7 @@ fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) {
         pool.expire();
     }
     pool.shutdown();
+    exit
 }
 
 struct State {
@@ -160,6 +228,8 @@ struct State {
     idle: usize,
     threads: usize,
     shutdown: bool,
+    /// Most requests in flight at once since the heap was last trimmed.
+    peak_active: usize,
 }
 
 struct PoolInner {
@@ -185,6 +255,7 @@ impl Pool {
                 idle: 0,
                 threads: 0,
                 shutdown: false,
+                peak_active: 0,
             }),
             work: Condvar::new(),
             app,
@@ -201,8 +272,12 @@ impl Pool {
         let mut st = self.lock();
         if st.active < self.0.max {
             st.active += 1;
+            st.peak_active = st.peak_active.max(st.active);
             st.ready.push_back(req);
-            self.wake_or_spawn(&mut st);
+            if let Some(stuck) = self.wake_or_spawn(&mut st) {
+                drop(st);
+                reject_overloaded(stuck, self.0.queue_timeout);
+            }
         } else if st.waiting.len() < self.0.max {
             let deadline = Instant::now() + self.0.queue_timeout;
             st.waiting.push_back((req, deadline));
@@ -212,8 +287,11 @@ impl Pool {
         }
     }
 
-    /// Make sure some thread will pick up what is in `ready`.
-    fn wake_or_spawn(&self, st: &mut State) {
+    /// Make sure some thread will pick up what is in `ready`. Returns a
+    /// request to refuse when no thread can be started and none exists to
+    /// pick it up later (it would otherwise wait for ever).
+    #[must_use]
+    fn wake_or_spawn(&self, st: &mut State) -> Option<Request> {
         // Every idle thread is woken at most once per job; when more jobs
         // than idle threads are queued, start one more, but never more
         // threads than requests in hand (`active`, itself bounded by
@@ -222,7 +300,7 @@ impl Pool {
         // idle count started ~200 threads for 64 clients on 2 cores.
         if st.ready.len() <= st.idle || st.threads >= st.active {
             self.0.work.notify_one();
-            return;
+            return None;
         }
         let pool = self.clone();
         let spawned = thread::Builder::new()
@@ -231,8 +309,15 @@ impl Pool {
             .spawn(move || pool.worker());
         match spawned {
             Ok(_) => st.threads += 1,
-            Err(e) => log::error!("cannot start a worker thread: {e}"),
+            Err(e) => {
+                log::error!("cannot start a worker thread: {e}");
+                if st.threads == 0 {
+                    st.active -= 1;
+                    return st.ready.pop_back();
+                }
+            }
         }
+        None
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -264,7 +349,7 @@ impl Pool {
         let mut st = self.lock();
         loop {
             let Some(req) = st.ready.pop_front() else {
-                if st.shutdown {
+                if st.shutdown || st.idle >= MAX_IDLE_WORKERS {
                     st.threads -= 1;
                     return;
                 }
@@ -289,6 +374,14 @@ impl Pool {
             match st.waiting.pop_front() {
                 Some((next, _)) => st.ready.push_back(next),
                 None => st.active -= 1,
+            }
+            // After a burst, once nothing is in flight: what the burst
+            // freed would otherwise stay resident in glibc's arenas.
+            if st.active == 0 && st.peak_active >= TRIM_AFTER {
+                st.peak_active = 0;
+                drop(st);
+                crate::trim::release_free_heap();
+                st = self.lock();
             }
         }
     }

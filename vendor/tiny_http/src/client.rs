@@ -6,9 +6,13 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
+use crate::util::refined_tcp_stream::{Deadline, Stopper};
 use crate::util::RefinedTcpStream;
+use crate::Limits;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,12 +38,28 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    /// llm-proxy patch: the read deadline of this connection (see
+    /// `Deadline`), the limits, and whether a request head has begun.
+    deadline: Arc<Deadline>,
+    stopper: Arc<Stopper>,
+    limits: Limits,
+    head_started: bool,
+    head_bytes: usize,
 }
 
 /// llm-proxy patch: longest request line or header line accepted.
 const MAX_LINE: usize = 16 * 1024;
 /// llm-proxy patch: most headers accepted in one request.
 const MAX_HEADERS: usize = 128;
+/// llm-proxy patch: longest request head (request line and all headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// llm-proxy patch: how long and how much of a refused connection's input is
+/// read and discarded before it is closed, so that the close does not reset
+/// the connection before the client has read the answer (nginx's lingering
+/// close).
+const LINGER: Duration = Duration::from_millis(250);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -49,6 +69,24 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// llm-proxy patch: answer with this status and message, then close.
+    Refuse(u16, String),
+}
+
+/// llm-proxy patch: a complete response tiny_http writes itself (an error,
+/// then the connection is closed), with a body from `Limits::error_body`.
+pub(crate) fn canned(limits: &Limits, status: u16, message: &str) -> Vec<u8> {
+    let body = (limits.error_body)(status, message);
+    let reason = crate::common::StatusCode(status).default_reason_phrase();
+    let retry = if status == 503 { "Retry-After: 1\r\n" } else { "" };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{retry}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 impl ClientConnection {
@@ -56,6 +94,9 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        deadline: Arc<Deadline>,
+        stopper: Arc<Stopper>,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -70,7 +111,47 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            deadline,
+            stopper,
+            limits,
+            head_started: false,
+            head_bytes: 0,
         }
+    }
+
+    /// llm-proxy patch: answer `status` without reading a request and close,
+    /// for a connection refused before it got a thread. Runs on the accept
+    /// thread, so it discards only the input already there, without waiting
+    /// (a flood of silent connections must not slow the accept loop).
+    pub(crate) fn refuse(mut self, status: u16, message: &str) {
+        self.answer_and_close(status, message, None);
+    }
+
+    /// llm-proxy patch: write a canned error, then read and discard input
+    /// for at most `linger` (`None`: what has arrived) before the connection
+    /// is dropped (and closed).
+    fn answer_and_close(&mut self, status: u16, message: &str, linger: Option<Duration>) {
+        use std::io::Write;
+        let bytes = canned(&self.limits, status, message);
+        let mut writer = self.sink.next().unwrap();
+        if writer.write_all(&bytes).and_then(|_| writer.flush()).is_err() {
+            return;
+        }
+        drop(writer);
+        match linger {
+            Some(linger) => self.deadline.set(Some(Instant::now() + linger)),
+            None if self.stopper.set_nonblocking() => {}
+            None => return,
+        }
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match self.next_header_source.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        self.no_more_requests = true;
     }
 
     /// true if the connection is HTTPS
@@ -83,7 +164,7 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(&mut self, request_line: bool) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -91,22 +172,62 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                // llm-proxy patch: a head that stops arriving is answered
+                // 408 (an idle keep-alive connection is closed quietly).
+                Some(Err(e))
+                    if self.head_started
+                        && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+                {
+                    return Err(ReadError::Refuse(
+                        408,
+                        "The request head did not arrive in time".into(),
+                    ));
+                }
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+
+            // llm-proxy patch: the head's deadline runs from its first byte,
+            // as Envoy's request_headers_timeout does; before it, an idle
+            // keep-alive connection waits for the socket's own timeout.
+            if !self.head_started {
+                self.head_started = true;
+                if let Some(t) = self.limits.header_timeout {
+                    self.deadline.set(Some(Instant::now() + t));
+                }
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                self.head_bytes += buf.len() + 2;
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::Refuse(400, "The request head is not ASCII".into())
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
 
-            // llm-proxy patch: bound a line, so a client cannot make the
-            // server buffer an endless request line or header.
+            // llm-proxy patch: bound a line and the whole head, so a client
+            // cannot make the server buffer an endless request line or
+            // header; answered as nginx does (414, 431).
             if buf.len() >= MAX_LINE {
-                return Err(IoError::new(ErrorKind::InvalidInput, "header line too long"));
+                return Err(if request_line {
+                    ReadError::Refuse(414, format!("The request line is longer than {MAX_LINE} bytes"))
+                } else {
+                    ReadError::Refuse(431, format!("A request header is longer than {MAX_LINE} bytes"))
+                });
+            }
+            if self.head_bytes + buf.len() >= MAX_HEAD {
+                return Err(ReadError::Refuse(
+                    431,
+                    format!("The request headers are larger than {MAX_HEAD} bytes in all"),
+                ));
             }
             buf.push(byte);
         }
@@ -117,26 +238,41 @@ impl ClientConnection {
     fn read(&mut self) -> Result<Request, ReadError> {
         let (method, path, version, headers) = {
             // reading the request line
+            self.head_started = false;
+            self.head_bytes = 0;
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(true)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
                 )?
             };
+            // llm-proxy patch: refuse HTTP/2 and later at once, as nginx
+            // does. (Checked after the head was parsed, the 505 was written
+            // behind the request's own response, which never came: the
+            // client got no answer and the connection thread hung.)
+            if version > HTTPVersion(1, 1) {
+                return Err(ReadError::Refuse(
+                    505,
+                    "This server supports HTTP/1.0 and HTTP/1.1 only".into(),
+                ));
+            }
 
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(false)?;
 
                     if line.is_empty() {
                         break;
                     };
                     // llm-proxy patch: bound the number of headers too.
                     if headers.len() >= MAX_HEADERS {
-                        return Err(ReadError::WrongHeader(version));
+                        return Err(ReadError::Refuse(
+                            431,
+                            format!("The request has more than {MAX_HEADERS} headers"),
+                        ));
                     }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
@@ -150,6 +286,10 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+        // llm-proxy patch: the head is complete; its body has the socket's
+        // own timeout.
+        self.deadline.set(None);
+        check_framing(&headers)?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -159,7 +299,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let mut request = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -179,6 +319,9 @@ impl ClientConnection {
             }
         })?;
 
+        // llm-proxy patch: see `Request::stop_reading_ahead`.
+        request.set_stopper(self.stopper.clone());
+
         // return the request
         Ok(request)
     }
@@ -194,64 +337,51 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        // (llm-proxy patch: or the previous one stopped the read-ahead)
+        if self.no_more_requests || self.stopper.stopped() {
             return None;
         }
 
         loop {
-            let rq = match self.read() {
+            // llm-proxy patch: every refusal is answered in one canned
+            // shape (`Limits::error_body`) with `Connection: close`, and
+            // the connection is then closed: after a bad head we do not
+            // know where the next request would start.
+            let refusal = match self.read() {
+                Ok(rq) => Ok(rq),
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    Err((400, "The request line is malformed".to_string()))
                 }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                Err(ReadError::WrongHeader(_)) => {
+                    Err((400, "A request header is malformed".to_string()))
                 }
-
+                Err(ReadError::ExpectationFailed(_)) => Err((
+                    417,
+                    "Only `Expect: 100-continue` is supported".to_string(),
+                )),
+                Err(ReadError::Refuse(status, message)) => Err((status, message)),
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
+                    Err((408, "The request head did not arrive in time".to_string()))
                 }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
+                // EOF, reset, or an idle keep-alive connection timing out.
                 Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
             };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
+            let rq = match refusal {
+                // llm-proxy patch: the previous response was the last
+                // (`Request::stop_reading_ahead`).
+                _ if self.stopper.stopped() => {
+                    if let Ok(rq) = refusal {
+                        rq.discard();
+                    }
+                    return None;
+                }
+                Ok(rq) => rq,
+                Err((status, message)) => {
+                    log::debug!("refusing a request: {status} {message}");
+                    self.answer_and_close(status, &message, Some(LINGER));
+                    return None;
+                }
+            };
 
             // updating the status of the connection
             let connection_header = rq
@@ -278,6 +408,31 @@ impl Iterator for ClientConnection {
             return Some(rq);
         }
     }
+}
+
+/// llm-proxy patch: refuse framing that two parsers could read differently
+/// (request smuggling behind a front proxy), as nginx does: both
+/// `Content-Length` and `Transfer-Encoding`, or `Content-Length` values
+/// that disagree.
+fn check_framing(headers: &[crate::Header]) -> Result<(), ReadError> {
+    let mut lengths = headers.iter().filter(|h| h.field.equiv("Content-Length"));
+    let first = lengths.next();
+    let te = headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
+    if first.is_some() && te {
+        return Err(ReadError::Refuse(
+            400,
+            "The request has both Content-Length and Transfer-Encoding".into(),
+        ));
+    }
+    if let Some(first) = first {
+        if lengths.any(|h| h.value.as_str().trim() != first.value.as_str().trim()) {
+            return Err(ReadError::Refuse(
+                400,
+                "The request has conflicting Content-Length headers".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses a "HTTP/1.1" string.

@@ -180,6 +180,67 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// llm-proxy patch: limits the listener enforces itself.
+#[derive(Clone)]
+pub struct Limits {
+    /// Open client connections at most (each has a thread while open). A
+    /// connection beyond it is answered 503 and closed by the accept thread,
+    /// without a thread of its own.
+    pub max_connections: usize,
+    /// A whole request head must arrive within this, from its first byte.
+    pub header_timeout: Option<Duration>,
+    /// Stack size of connection threads (0: std's default).
+    pub stack_size: usize,
+    /// The JSON body of an error tiny_http answers itself (400, 408, 414,
+    /// 417, 431, 503, 505), from its status and message.
+    pub error_body: fn(u16, &str) -> String,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: usize::MAX,
+            header_timeout: None,
+            stack_size: 0,
+            error_body: |_, message| format!("{{\"error\":{:?}}}", message),
+        }
+    }
+}
+
+/// llm-proxy patch: accept errors after which the listener is useless (it
+/// is closed, shut down or not a listening socket); any other error is
+/// transient (no file descriptors or memory for now, an aborted handshake).
+fn accept_error_is_fatal(e: &IoError) -> bool {
+    matches!(e.raw_os_error(), Some(9 | 22 | 88 | 95)) // EBADF EINVAL ENOTSOCK EOPNOTSUPP
+}
+
+/// llm-proxy patch: tells `recv` that the accept thread has ended, however
+/// it ended (a fatal accept error or a panic), unless the server was being
+/// dropped; before, `recv` then waited for ever and the process lived on
+/// without a listener.
+struct AcceptThreadGuard {
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+    reason: Option<String>,
+}
+
+impl Drop for AcceptThreadGuard {
+    fn drop(&mut self) {
+        if self.close.load(Relaxed) {
+            return;
+        }
+        let why = self
+            .reason
+            .take()
+            .unwrap_or_else(|| "it panicked".to_string());
+        log::error!("the accept thread stopped: {}", why);
+        self.messages.push(Message::Error(IoError::new(
+            IoErrorKind::Other,
+            format!("the accept thread stopped: {}", why),
+        )));
+    }
+}
+
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -244,6 +305,15 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// llm-proxy patch: `from_listener` with `Limits`.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -286,15 +356,21 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let mut guard = AcceptThreadGuard {
+            close: close_trigger.clone(),
+            messages: messages.clone(),
+            reason: None,
+        };
+        thread::Builder::new().name("tiny-http-accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+            let tasks_pool = util::TaskPool::new(limits.max_connections, limits.stack_size);
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        let stop_handle = sock.try_clone().ok();
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -312,7 +388,23 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        // llm-proxy patch: the head deadline (`Deadline`).
+                        let deadline = Arc::new(util::refined_tcp_stream::Deadline::default());
+                        // llm-proxy patch: one more descriptor per connection,
+                        // to stop its read-ahead (see
+                        // `Request::stop_reading_ahead`) and to drain it
+                        // without waiting when it is refused.
+                        let stopper = Arc::new(util::refined_tcp_stream::Stopper::new(
+                            stop_handle,
+                        ));
+                        let read_closable = read_closable.with_deadline(deadline.clone());
+                        Ok(ClientConnection::new(
+                            write_closable,
+                            read_closable,
+                            deadline,
+                            stopper,
+                            limits.clone(),
+                        ))
                     }
                     Err(e) => Err(e),
                 };
@@ -320,23 +412,7 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
+                        tasks_pool.spawn(Box::new(ConnectionTask { client, messages }));
                     }
 
                     // llm-proxy patch: an accept error used to end the
@@ -354,6 +430,12 @@ impl Server {
                     {
                         continue;
                     }
+                    // llm-proxy patch: but a listener that is gone stays
+                    // gone: end the thread (the guard tells `recv`).
+                    Err(e) if accept_error_is_fatal(&e) => {
+                        guard.reason = Some(format!("accept failed: {}", e));
+                        break;
+                    }
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
                         thread::sleep(std::time::Duration::from_millis(20));
@@ -362,7 +444,8 @@ impl Server {
                 }
             }
             log::debug!("Terminating accept thread");
-        });
+            drop(guard);
+        })?;
 
         // result
         Ok(Server {
@@ -424,6 +507,36 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// llm-proxy patch: a client connection as a task of the pool.
+struct ConnectionTask {
+    client: ClientConnection,
+    messages: Arc<MessagesQueue<Message>>,
+}
+
+impl util::Task for ConnectionTask {
+    fn run(self: Box<Self>) {
+        let ConnectionTask { client, messages } = *self;
+        // Synchronization is needed for HTTPS requests to avoid a deadlock
+        if client.secure() {
+            let (sender, receiver) = mpsc::channel();
+            for rq in client {
+                messages.push(rq.with_notify_sender(sender.clone()).into());
+                if receiver.recv().is_err() {
+                    return;
+                }
+            }
+        } else {
+            for rq in client {
+                messages.push(rq.into());
+            }
+        }
+    }
+
+    fn refuse(self: Box<Self>, status: u16, message: &str) {
+        self.client.refuse(status, message);
     }
 }
 

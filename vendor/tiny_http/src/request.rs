@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    /// llm-proxy patch: see `stop_reading_ahead`.
+    stopper: Option<std::sync::Arc<crate::util::refined_tcp_stream::Stopper>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,6 +241,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        stopper: None,
     })
 }
 
@@ -397,6 +401,42 @@ impl Request {
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
+        }
+    }
+
+    /// llm-proxy patch: the response to this request will be the last on
+    /// the connection (such as a long event stream): stop the connection's
+    /// thread from reading ahead for a next request, so that it ends now
+    /// instead of when the response ends and the request holds one thread,
+    /// not two. Call it after the body has been read; what the client sends
+    /// after this request is not read, and the response should say
+    /// `Connection: close`.
+    pub fn stop_reading_ahead(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.stop();
+        }
+    }
+
+    /// llm-proxy patch: whether `stop_reading_ahead` was called on this
+    /// request's connection.
+    pub fn reading_stopped(&self) -> bool {
+        self.stopper.as_ref().is_some_and(|s| s.stopped())
+    }
+
+    /// llm-proxy patch: see `stop_reading_ahead`.
+    pub(crate) fn set_stopper(
+        &mut self,
+        stopper: std::sync::Arc<crate::util::refined_tcp_stream::Stopper>,
+    ) {
+        self.stopper = Some(stopper);
+    }
+
+    /// llm-proxy patch: drop a request read after the connection was
+    /// stopped, without answering it.
+    pub(crate) fn discard(mut self) {
+        self.response_writer = None;
+        if let Some(sender) = self.notify_when_responded.take() {
+            let _ = sender.send(());
         }
     }
 

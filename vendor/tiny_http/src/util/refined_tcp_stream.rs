@@ -1,6 +1,8 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -45,6 +47,22 @@ impl Stream {
         }
     }
 
+    fn read_timeout(&self) -> IoResult<Option<Duration>> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.read_timeout(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(None),
+        }
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> IoResult<()> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(t),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(()),
+        }
+    }
+
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
@@ -82,10 +100,71 @@ impl Write for Stream {
     }
 }
 
+/// llm-proxy patch: a deadline for the reads on one connection, shared by
+/// its reading half and its `ClientConnection`, which sets it for the whole
+/// of a request head (`header_timeout`) and for the short drain before it
+/// closes a connection it refused. The socket's own `SO_RCVTIMEO` bounds a
+/// single read only; a client sending a byte now and then would never hit it.
+#[derive(Default)]
+pub struct Deadline(Mutex<Option<Instant>>);
+
+impl Deadline {
+    pub fn set(&self, at: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// llm-proxy patch: lets the handler of a connection's last request stop
+/// the connection's thread from reading ahead for a next one, which it would
+/// otherwise do (holding a thread and its stack) for as long as the response
+/// lasts: `shutdown(SHUT_RD)` wakes its read with EOF, and the flag keeps it
+/// from serving a request it read before that.
+pub struct Stopper {
+    closing: std::sync::atomic::AtomicBool,
+    sock: Option<Connection>,
+}
+
+impl Stopper {
+    pub(crate) fn new(sock: Option<Connection>) -> Stopper {
+        Stopper {
+            closing: std::sync::atomic::AtomicBool::new(false),
+            sock,
+        }
+    }
+
+    pub fn stop(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(sock) = &self.sock {
+            let _ = sock.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Make the connection's reads return at once when no data is there
+    /// (for draining a connection refused on the accept thread).
+    pub(crate) fn set_nonblocking(&self) -> bool {
+        self.sock
+            .as_ref()
+            .is_some_and(|sock| sock.set_nonblocking(true).is_ok())
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    /// llm-proxy patch: see `Deadline`.
+    deadline: Option<Arc<Deadline>>,
+    /// The socket's own read timeout, while a deadline has replaced it.
+    saved_timeout: Option<Option<Duration>>,
 }
 
 impl RefinedTcpStream {
@@ -101,12 +180,16 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            deadline: None,
+            saved_timeout: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            deadline: None,
+            saved_timeout: None,
         };
 
         (read, write)
@@ -120,6 +203,12 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// llm-proxy patch: reads obey `deadline` while it is set.
+    pub(crate) fn with_deadline(mut self, deadline: Arc<Deadline>) -> RefinedTcpStream {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
@@ -137,7 +226,42 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        // llm-proxy patch: while a deadline is set, each read waits at most
+        // until it (one setsockopt per read, only then); after, the socket's
+        // own timeout is put back.
+        let Some(at) = self.deadline.as_ref().and_then(|d| d.get()) else {
+            if let Some(saved) = self.saved_timeout.take() {
+                self.stream.set_read_timeout(saved)?;
+            }
+            return self.stream.read(buf);
+        };
+        let timed_out = || IoError::new(ErrorKind::TimedOut, "read deadline passed");
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let saved = match self.saved_timeout {
+            Some(saved) => saved,
+            None => {
+                let saved = self.stream.read_timeout()?;
+                self.saved_timeout = Some(saved);
+                saved
+            }
+        };
+        let wait = match saved {
+            Some(own) if own < left => own,
+            _ => left,
+        };
+        self.stream.set_read_timeout(Some(wait))?;
+        match self.stream.read(buf) {
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    && Instant::now() >= at =>
+            {
+                Err(timed_out())
+            }
+            r => r,
+        }
     }
 }
 

@@ -1,20 +1,39 @@
 use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
+
+/// llm-proxy patch: the work the pool runs (a client connection), and what
+/// to do with it when it cannot run (answer and close without a thread).
+pub trait Task: Send {
+    fn run(self: Box<Self>);
+    fn refuse(self: Box<Self>, status: u16, message: &str);
+}
 
 /// Manages a collection of threads.
 ///
 /// A new thread is created every time all the existing threads are full.
 /// Any idle thread will automatically die after a few seconds.
+///
+/// llm-proxy patch: at most `max_tasks` tasks are admitted at once (the
+/// rest are refused on the caller's thread, without a thread of their own),
+/// a failed thread spawn refuses that one task (it used to panic while
+/// holding the queue's lock, poisoning it for every other thread and ending
+/// the accept thread), a panicking task does not take its thread or the
+/// count with it, threads get `stack_size`, and at most `MAX_IDLE` threads
+/// wait idle.
 pub struct TaskPool {
     sharing: Arc<Sharing>,
+    max_tasks: usize,
+    stack_size: usize,
 }
 
 struct Sharing {
     // list of the tasks to be done by worker threads
-    todo: Mutex<VecDeque<Box<dyn FnMut() + Send>>>,
+    todo: Mutex<VecDeque<Box<dyn Task>>>,
 
     // condvar that will be notified whenever a task is added to `todo`
     condvar: Condvar,
@@ -24,10 +43,27 @@ struct Sharing {
 
     // number of idle worker threads
     waiting_tasks: AtomicUsize,
+
+    /// llm-proxy patch: tasks admitted and not finished (queued or running).
+    admitted: AtomicUsize,
+}
+
+impl Sharing {
+    fn todo(&self) -> MutexGuard<'_, VecDeque<Box<dyn Task>>> {
+        self.todo.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Minimum number of active threads.
 static MIN_THREADS: usize = 4;
+
+/// llm-proxy patch: most idle threads kept. A thread that finishes a task
+/// when this many already wait exits at once. Waiting threads are woken in
+/// no particular order, so under a steady trickle of connections every idle
+/// thread was woken before its 5 s ran out and none ever exited: after a
+/// burst of 1,000 connections, 1,000 idle threads (and their stacks) stayed,
+/// and under RLIMIT_NPROC they left no room for request workers.
+static MAX_IDLE: usize = 16;
 
 struct Registration<'a> {
     nb: &'a AtomicUsize,
@@ -47,57 +83,85 @@ impl<'a> Drop for Registration<'a> {
 }
 
 impl TaskPool {
-    pub fn new() -> TaskPool {
+    pub fn new(max_tasks: usize, stack_size: usize) -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
                 todo: Mutex::new(VecDeque::new()),
                 condvar: Condvar::new(),
                 active_tasks: AtomicUsize::new(0),
                 waiting_tasks: AtomicUsize::new(0),
+                admitted: AtomicUsize::new(0),
             }),
+            max_tasks: max_tasks.max(1),
+            stack_size,
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            if let Err(e) = pool.add_thread() {
+                log::error!("cannot start a connection thread: {}", e);
+            }
         }
 
         pool
     }
 
-    /// Executes a function in a thread.
-    /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    /// Tasks admitted and not yet finished.
+    pub fn admitted(&self) -> usize {
+        self.sharing.admitted.load(Ordering::Acquire)
+    }
+
+    /// Runs a task on a thread, spawning one if none is available; refuses
+    /// it (503) when `max_tasks` are running or no thread can be started.
+    pub fn spawn(&self, code: Box<dyn Task>) {
+        // Only the accept thread admits, so this check cannot race another.
+        if self.admitted() >= self.max_tasks {
+            log::warn!(
+                "refusing a connection: {} connections open (max_connections)",
+                self.max_tasks
+            );
+            code.refuse(503, "The server is at its connection limit; retry shortly");
+            return;
+        }
+        self.sharing.admitted.fetch_add(1, Ordering::AcqRel);
+        let mut queue = self.sharing.todo();
+        queue.push_back(code);
 
         // llm-proxy patch: a thread that was notified but has not woken yet
         // still counts as waiting, so `waiting_tasks == 0` let two quick
         // connections share one waiting thread; the second then sat in the
         // queue until some other connection closed, which with keep-alive
         // clients could be never (measured: 64 clients served by ~8 threads;
-        // upstream requests to the mock stalled 60 s). Queue a task only
-        // when there are more waiting threads than queued tasks.
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
-            self.add_thread(Some(code));
+        // upstream requests to the mock stalled 60 s). Start a thread unless
+        // there are more waiting threads than queued tasks.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
+            // The new thread takes a task from the queue (this one, or an
+            // earlier one if a waiting thread takes this one first).
+            if let Err(e) = self.add_thread() {
+                // Nothing can have taken it: the lock is held.
+                let code = queue.pop_back().expect("the task just queued");
+                drop(queue);
+                self.sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                log::error!("cannot start a thread for a new connection, refusing it: {}", e);
+                code.refuse(503, "The server cannot take more connections now; retry shortly");
+            }
         } else {
-            queue.push_back(code);
             self.sharing.condvar.notify_one();
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self) -> io::Result<()> {
         let sharing = self.sharing.clone();
-
-        thread::spawn(move || {
+        let mut builder = thread::Builder::new().name("connection".into());
+        if self.stack_size > 0 {
+            builder = builder.stack_size(self.stack_size);
+        }
+        builder.spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
-            if let Some(mut f) = initial_fn {
-                f();
-            }
-
             loop {
-                let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                let task: Box<dyn Task> = {
+                    let mut todo = sharing.todo();
 
                     let task;
                     loop {
@@ -105,17 +169,22 @@ impl TaskPool {
                             task = poped_task;
                             break;
                         }
+                        if sharing.waiting_tasks.load(Ordering::Acquire) >= MAX_IDLE
+                            && sharing.active_tasks.load(Ordering::Acquire) > MIN_THREADS
+                        {
+                            return;
+                        }
                         let _waiting_guard = Registration::new(&sharing.waiting_tasks);
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing.condvar.wait(todo).unwrap_or_else(|e| e.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(|e| e.into_inner());
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
@@ -128,9 +197,12 @@ impl TaskPool {
                     task
                 };
 
-                task();
+                // A panic in one connection ends that connection only.
+                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
+                sharing.admitted.fetch_sub(1, Ordering::AcqRel);
             }
-        });
+        })?;
+        Ok(())
     }
 }
 
