@@ -5,11 +5,10 @@
 
 use super::Upstream;
 use super::openai::OpenAi;
-use crate::config::ProviderConfig;
 
-pub fn new(up: Upstream, cfg: &ProviderConfig) -> OpenAi {
+/// `api_version` comes from [`crate::config::ProviderKind::Azure`].
+pub fn new(up: Upstream, api_version: &str) -> OpenAi {
     let prefix = format!("{}/openai/deployments/", up.base_url);
-    let version = cfg.api_version.as_deref().unwrap_or_default();
-    let suffix = format!("/chat/completions?api-version={version}");
+    let suffix = format!("/chat/completions?api-version={api_version}");
     OpenAi::with_model_in_path(up, prefix, suffix, "api-key")
 }
