@@ -84,10 +84,10 @@ impl OpenAi {
     }
 }
 
-/// What is percent-encoded in a path segment (the deployment name): all
-/// but RFC 3986's unreserved characters, so a name never adds a segment,
-/// a query or a fragment.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+/// What is percent-encoded in a path segment (the deployment name) or a
+/// query value (Azure's api-version): all but RFC 3986's unreserved
+/// characters, so a value never adds a segment, a parameter or a fragment.
+pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -203,5 +203,22 @@ mod tests {
             "a%2Fb%20c%3Fd%23e%25f%26g%3Dh%2Bi%3Aj%40k%21l%27m%28n%29o%2Ap%2Cq%3Br%24s"
         );
         assert_eq!(percent_encode_segment("é\u{0}\u{7f}.."), "%C3%A9%00%7F..");
+    }
+
+    #[test]
+    fn azure_urls_encode_the_deployment_and_the_api_version() {
+        let cfg = crate::config::Config::from_yaml(
+            "providers:\n  az: {type: azure, base_url: 'https://r.openai.azure.com/', api_version: '2024-10-21&x=1 #'}\nmodels:\n  m:\n    providers:\n      az: {priority: 0, model_id: 'my dep/1'}\n",
+        )
+        .unwrap();
+        let crate::config::ProviderKind::Azure { api_version } = &cfg.providers[0].kind else {
+            panic!("not azure");
+        };
+        let up = super::super::Upstream::new(&cfg.providers[0], 1);
+        let az = super::super::azure::new(up, api_version);
+        assert_eq!(
+            az.url("my dep/1"),
+            "https://r.openai.azure.com/openai/deployments/my%20dep%2F1/chat/completions?api-version=2024-10-21%26x%3D1%20%23"
+        );
     }
 }
