@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use chunked_transfer::Encoder;
 use serde_json::{Value, json};
 use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server};
 
@@ -833,8 +834,10 @@ fn send(request: Request, reply: Reply, delay: Duration, interval: Duration) {
 /// Streams SSE frames with every event flushed on its own.
 ///
 /// tiny_http's `Response` copies an unsized body through an 8 KiB buffer, so
-/// events would reach the client in bursts. Instead the status line, headers
-/// and chunked framing are written by hand on the raw connection writer.
+/// events would reach the client in bursts. Instead the status line and
+/// headers are written by hand on the raw connection writer, and each event
+/// goes through chunked_transfer's encoder (a chunk per event; it writes
+/// the last chunk when dropped) and is flushed through to the socket.
 /// HTTP/1.0 clients get a close-delimited body instead of chunks.
 fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::Result<()> {
     let chunked = *request.http_version() >= HTTPVersion(1, 1);
@@ -853,19 +856,27 @@ fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     out.flush()?;
-    for (i, frame) in frames.iter().enumerate() {
+    let pause = |i: usize| {
         if i > 0 && !interval.is_zero() {
             thread::sleep(interval);
         }
-        if chunked {
-            write!(out, "{:x}\r\n{frame}\r\n", frame.len())?;
-        } else {
-            out.write_all(frame.as_bytes())?;
-        }
-        out.flush()?;
-    }
+    };
     if chunked {
-        out.write_all(b"0\r\n\r\n")?;
+        // Borrowed, so that the last chunk, which the encoder writes when
+        // dropped, can be flushed below.
+        let mut body = Encoder::with_flush_after_write(&mut out);
+        for (i, frame) in frames.iter().enumerate() {
+            pause(i);
+            body.write_all(frame.as_bytes())?;
+            // The encoder's own flush does not reach the socket.
+            body.get_mut().flush()?;
+        }
+    } else {
+        for (i, frame) in frames.iter().enumerate() {
+            pause(i);
+            out.write_all(frame.as_bytes())?;
+            out.flush()?;
+        }
     }
     out.flush()
 }
