@@ -21,7 +21,7 @@ mod server;
 mod sse;
 
 pub use app::Hook;
-pub use config::{Config, ConfigError, ProviderKind};
+pub use config::{Config, ConfigError};
 pub use server::{Handle, start};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.

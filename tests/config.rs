@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use llm_proxy::{Config, ProviderKind};
+use llm_proxy::Config;
+use llm_proxy::config::ProviderKind;
 
 fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |k| {
