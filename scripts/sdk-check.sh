@@ -4,8 +4,9 @@
 # Starts one mock upstream on a free port and the proxy on another, with a
 # generated config, runs the checks, and stops both whatever happens. The
 # mock speaks both APIs, so the config has two providers pointing at it: an
-# openai one (model gpt-4o-mini) and an anthropic one (model claude-sonnet,
-# translated by the proxy to and from /v1/messages).
+# openai one (models gpt-4o-mini, text-embedding-3-small for /v1/embeddings
+# and gpt-3.5-turbo-instruct for /v1/completions) and an anthropic one (model
+# claude-sonnet, translated by the proxy to and from /v1/messages).
 #
 #   scripts/sdk-check.sh
 #
@@ -13,6 +14,7 @@
 #   LLM_PROXY_BIN, LLM_PROXY_MOCK_BIN   use these binaries (no build when both are set)
 #   SDK_VENV                            Python venv to use [default: target/sdk-venv]
 #   SDK_CHECK_MODELS                    passed on to sdk_check.py [default: gpt-4o-mini,claude-sonnet]
+#   SDK_CHECK_ONLY                      passed on: run only checks starting with these prefixes
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,6 +78,16 @@ models:
       mock-anthropic:
         priority: 0
         model_id: mock-claude
+  text-embedding-3-small:
+    providers:
+      mock:
+        priority: 0
+        model_id: mock-embedding
+  gpt-3.5-turbo-instruct:
+    providers:
+      mock:
+        priority: 0
+        model_id: mock-instruct
 EOF
 
 # Keep any HTTP proxy from the environment away from these loopback calls.

@@ -8,14 +8,23 @@ Environment:
   OPENAI_API_KEY     any value; the SDK refuses to start without one
   SDK_CHECK_MODELS   comma-separated models to run the chat checks on
                      (default: gpt-4o-mini)
+  SDK_CHECK_EMBEDDING_MODEL   model for the embeddings checks
+                     (default: text-embedding-3-small); empty skips them
+  SDK_CHECK_COMPLETION_MODEL  model for the legacy completions checks
+                     (default: gpt-3.5-turbo-instruct); empty skips them
+  SDK_CHECK_ONLY     comma-separated prefixes: run only the checks whose
+                     names start with one (e.g. `embeddings,completions`)
 
 Prints `ok   <check>` or `FAIL <check>: <reason>` per check, then
 `N passed, M failed`, and exits non-zero if anything failed. Usually run by
 scripts/sdk-check.sh, which starts the proxy and a mock upstream first.
 """
 
+import base64
 import json
+import math
 import os
+import struct
 import sys
 
 import openai
@@ -124,6 +133,97 @@ def check_tool_call_stream(client, model):
     parse_weather_call(calls[0]["name"], calls[0]["arguments"])
 
 
+def as_f32(values):
+    """The values rounded to float32, as the wire's base64 form carries them."""
+    return [struct.unpack("<f", struct.pack("<f", v))[0] for v in values]
+
+
+def check_embedding_one(client, model):
+    resp = client.embeddings.create(
+        model=model, input="The quick brown fox", encoding_format="float"
+    )
+    expect(resp.object == "list", f"object {resp.object!r}")
+    expect(len(resp.data) == 1, f"{len(resp.data)} embeddings for one input")
+    item = resp.data[0]
+    expect(item.index == 0, f"index {item.index!r}")
+    expect(len(item.embedding) > 0, "empty embedding")
+    expect(all(isinstance(x, float) for x in item.embedding), "non-float values")
+    norm = math.sqrt(sum(x * x for x in item.embedding))
+    expect(abs(norm - 1.0) < 1e-3, f"not a unit vector: norm {norm}")
+    expect(resp.usage.prompt_tokens > 0, f"usage {resp.usage!r}")
+    expect(resp.usage.total_tokens >= resp.usage.prompt_tokens, f"usage {resp.usage!r}")
+
+
+def check_embedding_list(client, model):
+    texts = ["first text", "second text", "third text"]
+    resp = client.embeddings.create(
+        model=model, input=texts, encoding_format="float", dimensions=256
+    )
+    expect(len(resp.data) == 3, f"{len(resp.data)} embeddings for three inputs")
+    expect([d.index for d in resp.data] == [0, 1, 2], "indexes out of order")
+    lengths = {len(d.embedding) for d in resp.data}
+    expect(lengths == {256}, f"dimensions=256 gave lengths {lengths}")
+    expect(resp.data[0].embedding != resp.data[1].embedding, "different inputs, same vector")
+
+
+def check_embedding_base64(client, model):
+    # base64 is little-endian float32s: the float call's numbers rounded to
+    # float32. Asked for explicitly, the SDK hands over the string; with no
+    # encoding_format it asks for base64 itself and decodes it.
+    texts = ["alpha", "beta"]
+    floats = client.embeddings.create(model=model, input=texts, encoding_format="float")
+    want = [as_f32(d.embedding) for d in floats.data]
+    raw = client.embeddings.create(model=model, input=texts, encoding_format="base64")
+    expect(len(raw.data) == 2, f"{len(raw.data)} embeddings for two inputs")
+    got = []
+    for d in raw.data:
+        expect(isinstance(d.embedding, str), f"not base64: {type(d.embedding).__name__}")
+        data = base64.b64decode(d.embedding, validate=True)
+        expect(len(data) % 4 == 0, f"{len(data)} bytes is not whole float32s")
+        got.append(list(struct.unpack(f"<{len(data) // 4}f", data)))
+    expect(got == want, "explicit base64 differs from the float call")
+    default = client.embeddings.create(model=model, input=texts)
+    decoded = [list(d.embedding) for d in default.data]
+    expect(decoded == want, "the SDK's default (decoded base64) differs from the float call")
+
+
+def check_text_completion(client, model):
+    resp = client.completions.create(
+        model=model, prompt=["Once upon a time", "In a galaxy"], max_tokens=50
+    )
+    expect(resp.object == "text_completion", f"object {resp.object!r}")
+    expect(len(resp.choices) == 2, f"{len(resp.choices)} choices for two prompts")
+    expect([c.index for c in resp.choices] == [0, 1], "indexes out of order")
+    for c in resp.choices:
+        expect(bool(c.text), f"empty text: {c!r}")
+        expect(c.finish_reason in ("stop", "length"), f"finish_reason {c.finish_reason!r}")
+    expect(resp.usage is not None and resp.usage.total_tokens > 0, f"usage {resp.usage!r}")
+
+
+def check_text_completion_stream(client, model):
+    stream = client.completions.create(
+        model=model,
+        prompt="Once upon a time",
+        max_tokens=50,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, finish_reason, usage = [], None, None
+    for chunk in stream:
+        expect(chunk.object == "text_completion", f"chunk object {chunk.object!r}")
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.text:
+                pieces.append(choice.text)
+            if choice.finish_reason:
+                finish_reason = choice.finish_reason
+    expect(len(pieces) >= 2, f"only {len(pieces)} text pieces")
+    expect("".join(pieces).strip(), "joined text is empty")
+    expect(finish_reason in ("stop", "length"), f"finish_reason {finish_reason!r}")
+    expect(usage is not None, "no usage chunk despite include_usage")
+
+
 def check_unknown_model(client):
     try:
         client.chat.completions.create(model="no-such-model-sdk-check", messages=HELLO)
@@ -144,10 +244,14 @@ def main():
         for m in os.environ.get("SDK_CHECK_MODELS", "gpt-4o-mini").split(",")
         if m.strip()
     ]
+    embedding_model = os.environ.get("SDK_CHECK_EMBEDDING_MODEL", "text-embedding-3-small")
+    completion_model = os.environ.get("SDK_CHECK_COMPLETION_MODEL", "gpt-3.5-turbo-instruct")
+    only = [p.strip() for p in os.environ.get("SDK_CHECK_ONLY", "").split(",") if p.strip()]
     # No retries: a retry would hide the very failures this is looking for.
     client = openai.OpenAI(max_retries=0, timeout=30)
 
-    checks = [("models.list", lambda: check_models_listed(client, models))]
+    listed = models + [m for m in (embedding_model, completion_model) if m]
+    checks = [("models.list", lambda: check_models_listed(client, listed))]
     for model in models:
         checks += [
             (f"chat[{model}]", lambda m=model: check_completion(client, m)),
@@ -155,7 +259,22 @@ def main():
             (f"tools[{model}]", lambda m=model: check_tool_call(client, m)),
             (f"tools-stream[{model}]", lambda m=model: check_tool_call_stream(client, m)),
         ]
+    if embedding_model:
+        m = embedding_model
+        checks += [
+            (f"embeddings[{m}]", lambda m=m: check_embedding_one(client, m)),
+            (f"embeddings-list[{m}]", lambda m=m: check_embedding_list(client, m)),
+            (f"embeddings-base64[{m}]", lambda m=m: check_embedding_base64(client, m)),
+        ]
+    if completion_model:
+        m = completion_model
+        checks += [
+            (f"completions[{m}]", lambda m=m: check_text_completion(client, m)),
+            (f"completions-stream[{m}]", lambda m=m: check_text_completion_stream(client, m)),
+        ]
     checks.append(("unknown-model", lambda: check_unknown_model(client)))
+    if only:
+        checks = [(n, c) for n, c in checks if any(n.startswith(p) for p in only)]
 
     failed = 0
     for name, check in checks:

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::health::Health;
+use crate::health::{Health, SystemClock};
 use crate::providers::{self, Provider};
 
 /// Called at the start of every request with the request path. Embedders
@@ -33,6 +33,7 @@ impl App {
             config.providers.len(),
             config.failover.max_failures,
             config.failover.cooldown,
+            Box::new(SystemClock),
         );
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -356,23 +356,34 @@ pub struct FailoverConfig {
     pub cooldown: Duration,
 }
 
-/// The provider kinds. Matched exhaustively wherever a kind needs handling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The provider kinds, each with the settings only it uses (defaulted once,
+/// in `validate`). Matched exhaustively wherever a kind needs handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderKind {
     /// OpenAI or any server speaking the OpenAI Chat Completions API.
     OpenAi,
     /// Azure OpenAI: deployment in the path, `api-version` query, `api-key` header.
-    Azure,
+    Azure {
+        /// The `api-version` query parameter (required, never empty).
+        api_version: String,
+    },
     /// Anthropic Messages API, translated to and from Chat Completions.
-    Anthropic,
+    Anthropic {
+        /// The `anthropic-version` header (never empty).
+        version: String,
+        /// `max_tokens` when the client sends neither `max_tokens` nor
+        /// `max_completion_tokens` (Anthropic requires one).
+        max_tokens: u32,
+    },
 }
 
 impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
+    /// The `type` that selects this kind in the YAML.
+    pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
-            ProviderKind::Azure => "azure",
-            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure { .. } => "azure",
+            ProviderKind::Anthropic { .. } => "anthropic",
         }
     }
 }
@@ -388,13 +399,6 @@ pub struct ProviderConfig {
     pub stream_timeout: Duration,
     /// Longest wait for a stream's next event (comments included).
     pub stream_idle_timeout: Duration,
-    /// Azure: the `api-version` query parameter.
-    pub api_version: Option<String>,
-    /// Anthropic: the `anthropic-version` header (defaulted for that kind).
-    pub anthropic_version: Option<String>,
-    /// Anthropic: `max_tokens` when the client sends neither `max_tokens`
-    /// nor `max_completion_tokens` (defaulted for that kind).
-    pub max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -504,8 +508,11 @@ impl Config {
                 p.stream_timeout.as_secs_f64(),
                 p.stream_idle_timeout.as_secs_f64()
             );
-            if let Some(v) = &p.api_version {
-                let _ = write!(s, " api_version={v}");
+            match &p.kind {
+                ProviderKind::Azure { api_version } => {
+                    let _ = write!(s, " api_version={api_version}");
+                }
+                ProviderKind::OpenAi | ProviderKind::Anthropic { .. } => {}
             }
             s.push('\n');
         }
@@ -705,9 +712,28 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 // Validation.
 
 /// Every check reports through `x` and goes on, so one run names every
-/// problem; the caller turns any report into an error.
+/// problem; the caller turns any report into an error. One function per
+/// section below; each returns a value (placeholders where a field was
+/// refused) so that the sections after it are still checked.
 fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
-    let s = raw.server;
+    let server = validate_server(raw.server, x);
+    let failover = validate_failover(raw.failover, x);
+    let providers: Vec<ProviderConfig> = raw
+        .providers
+        .into_iter()
+        .map(|(name, p)| validate_provider(name, p, x))
+        .collect();
+    let models = validate_models(raw.models, &providers, x);
+    Ok(Config {
+        server,
+        failover,
+        providers,
+        models,
+    })
+}
+
+/// `server`.
+fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
     let log_level = match x.check(x.string("server.log_level", s.log_level)) {
         None => log::LevelFilter::Info,
         Some(l) => parse_level(&l).unwrap_or_else(|| {
@@ -718,7 +744,7 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
             log::LevelFilter::Info
         }),
     };
-    let server = ServerConfig {
+    ServerConfig {
         host: x
             .check(x.string("server.host", s.host))
             .unwrap_or_else(|| defaults::HOST.to_string()),
@@ -754,201 +780,227 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
             ))
             .unwrap_or(defaults::MAX_BODY_BYTES),
         log_level,
-    };
+    }
+}
 
-    let failover = FailoverConfig {
+/// `failover`.
+fn validate_failover(f: RawFailover, x: &Expander<'_>) -> FailoverConfig {
+    FailoverConfig {
         max_failures: x
             .check(x.int(
                 "failover.max_failures",
-                raw.failover.max_failures,
+                f.max_failures,
                 1..=i128::from(u32::MAX),
             ))
             .unwrap_or(defaults::MAX_FAILURES),
-        cooldown: x.check(x.secs(
-            "failover.cooldown",
-            raw.failover.cooldown,
-            defaults::COOLDOWN_SECS,
-        )),
-    };
-
-    let mut providers = Vec::with_capacity(raw.providers.len());
-    for (name, p) in raw.providers {
-        let path = format!("providers.{name}");
-        let (kind, known_kind) = match p.kind.as_str() {
-            "openai" => (ProviderKind::OpenAi, true),
-            "azure" => (ProviderKind::Azure, true),
-            "anthropic" => (ProviderKind::Anthropic, true),
-            other => {
-                x.report(err(
-                    &format!("{path}.type"),
-                    format!(
-                        "unknown provider type {other:?} (expected one of: openai, azure, anthropic)"
-                    ),
-                ));
-                // A placeholder, so that the keys every kind has are still
-                // checked; the config is refused anyway.
-                (ProviderKind::OpenAi, false)
-            }
-        };
-        let only_for = |field: &str, set: bool, kinds: &[ProviderKind]| {
-            if known_kind && set && !kinds.contains(&kind) {
-                x.report(err(
-                    &format!("{path}.{field}"),
-                    format!("not used by type {}", kind.as_str()),
-                ));
-            }
-        };
-        only_for(
-            "api_version",
-            p.api_version.is_some(),
-            &[ProviderKind::Azure],
-        );
-        only_for(
-            "anthropic_version",
-            p.anthropic_version.is_some(),
-            &[ProviderKind::Anthropic],
-        );
-        only_for(
-            "max_tokens",
-            p.max_tokens.is_some(),
-            &[ProviderKind::Anthropic],
-        );
-        let api_version = x.check(x.string(&format!("{path}.api_version"), p.api_version));
-        let (anthropic_version, max_tokens) = match kind {
-            ProviderKind::Anthropic => {
-                let vpath = format!("{path}.anthropic_version");
-                let version = x
-                    .check(x.string(&vpath, p.anthropic_version))
-                    .unwrap_or_else(|| defaults::ANTHROPIC_VERSION.into());
-                if version.is_empty() {
-                    x.report(err(&vpath, "must not be empty"));
-                }
-                let max = x
-                    .check(x.int(
-                        &format!("{path}.max_tokens"),
-                        p.max_tokens,
-                        1..=i128::from(u32::MAX),
-                    ))
-                    .unwrap_or(defaults::ANTHROPIC_MAX_TOKENS);
-                (Some(version), Some(max))
-            }
-            ProviderKind::OpenAi | ProviderKind::Azure => (None, None),
-        };
-        let base = x.check(x.string(&format!("{path}.base_url"), p.base_url));
-        let base = match kind {
-            ProviderKind::OpenAi => base.unwrap_or_else(|| defaults::OPENAI_BASE_URL.into()),
-            ProviderKind::Anthropic => base.unwrap_or_else(|| defaults::ANTHROPIC_BASE_URL.into()),
-            ProviderKind::Azure => {
-                if api_version.as_deref().is_none_or(str::is_empty) {
-                    x.report(err(
-                        &format!("{path}.api_version"),
-                        "is required for type azure (for example 2024-10-21)",
-                    ));
-                }
-                base.unwrap_or_else(|| {
-                    x.report(err(
-                        &format!("{path}.base_url"),
-                        "is required for type azure (https://RESOURCE.openai.azure.com)",
-                    ));
-                    String::new()
-                })
-            }
-        };
-        // Checked once: an azure provider without one was reported above.
-        let base_url = if base.is_empty() {
-            String::new()
-        } else {
-            x.check(base_url(&format!("{path}.base_url"), &base))
-        };
-        providers.push(ProviderConfig {
-            kind,
-            api_key: x
-                .check(x.string(&format!("{path}.api_key"), p.api_key))
-                .filter(|k| !k.is_empty())
-                .map(Secret::new),
-            base_url,
-            timeout: x.check(x.secs(
-                &format!("{path}.timeout"),
-                p.timeout,
-                defaults::TIMEOUT_SECS,
-            )),
-            stream_timeout: x.check(x.secs(
-                &format!("{path}.stream_timeout"),
-                p.stream_timeout,
-                defaults::STREAM_TIMEOUT_SECS,
-            )),
-            stream_idle_timeout: x.check(x.secs(
-                &format!("{path}.stream_idle_timeout"),
-                p.stream_idle_timeout,
-                defaults::STREAM_IDLE_TIMEOUT_SECS,
-            )),
-            api_version,
-            anthropic_version,
-            max_tokens,
-            name,
-        });
+        cooldown: x.check(x.secs("failover.cooldown", f.cooldown, defaults::COOLDOWN_SECS)),
     }
+}
 
-    if raw.models.is_empty() {
+/// The `type` values, as the error for an unknown one lists them.
+const PROVIDER_TYPES: [&str; 3] = ["openai", "azure", "anthropic"];
+
+/// The raw fields that belong to one kind each.
+struct RawKindFields {
+    api_version: Option<String>,
+    anthropic_version: Option<String>,
+    max_tokens: Option<Value>,
+}
+
+/// `providers.NAME`.
+fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> ProviderConfig {
+    let path = format!("providers.{name}");
+    let at = |field: &str| format!("{path}.{field}");
+    let kind = validate_kind(
+        &path,
+        &p.kind,
+        RawKindFields {
+            api_version: p.api_version,
+            anthropic_version: p.anthropic_version,
+            max_tokens: p.max_tokens,
+        },
+        x,
+    );
+    let base = x.check(x.string(&at("base_url"), p.base_url));
+    let base = match &kind {
+        Some(ProviderKind::OpenAi) | None => {
+            base.unwrap_or_else(|| defaults::OPENAI_BASE_URL.into())
+        }
+        Some(ProviderKind::Anthropic { .. }) => {
+            base.unwrap_or_else(|| defaults::ANTHROPIC_BASE_URL.into())
+        }
+        Some(ProviderKind::Azure { .. }) => base.unwrap_or_else(|| {
+            x.report(err(
+                &at("base_url"),
+                "is required for type azure (https://RESOURCE.openai.azure.com)",
+            ));
+            String::new()
+        }),
+    };
+    // Checked once: an azure provider without one was reported above.
+    let base_url = if base.is_empty() {
+        String::new()
+    } else {
+        x.check(base_url(&at("base_url"), &base))
+    };
+    ProviderConfig {
+        // A placeholder for an unknown type, reported above: the keys every
+        // kind has are still checked, and the config is refused anyway.
+        kind: kind.unwrap_or(ProviderKind::OpenAi),
+        api_key: x
+            .check(x.string(&at("api_key"), p.api_key))
+            .filter(|k| !k.is_empty())
+            .map(Secret::new),
+        base_url,
+        timeout: x.check(x.secs(&at("timeout"), p.timeout, defaults::TIMEOUT_SECS)),
+        stream_timeout: x.check(x.secs(
+            &at("stream_timeout"),
+            p.stream_timeout,
+            defaults::STREAM_TIMEOUT_SECS,
+        )),
+        stream_idle_timeout: x.check(x.secs(
+            &at("stream_idle_timeout"),
+            p.stream_idle_timeout,
+            defaults::STREAM_IDLE_TIMEOUT_SECS,
+        )),
+        name,
+    }
+}
+
+/// `providers.NAME.type` and the fields that belong to one kind: refused on
+/// the other kinds, defaulted here (the one place) for their own. `None`
+/// for an unknown type (reported).
+fn validate_kind(
+    path: &str,
+    type_name: &str,
+    f: RawKindFields,
+    x: &Expander<'_>,
+) -> Option<ProviderKind> {
+    let at = |field: &str| format!("{path}.{field}");
+    if !PROVIDER_TYPES.contains(&type_name) {
+        x.report(err(
+            &at("type"),
+            format!(
+                "unknown provider type {type_name:?} (expected one of: {})",
+                PROVIDER_TYPES.join(", ")
+            ),
+        ));
+        return None;
+    }
+    for (field, set, owner) in [
+        ("api_version", f.api_version.is_some(), "azure"),
+        (
+            "anthropic_version",
+            f.anthropic_version.is_some(),
+            "anthropic",
+        ),
+        ("max_tokens", f.max_tokens.is_some(), "anthropic"),
+    ] {
+        if set && owner != type_name {
+            x.report(err(&at(field), format!("not used by type {type_name}")));
+        }
+    }
+    Some(match type_name {
+        "azure" => {
+            let api_version = x
+                .check(x.string(&at("api_version"), f.api_version))
+                .unwrap_or_default();
+            if api_version.is_empty() {
+                x.report(err(
+                    &at("api_version"),
+                    "is required for type azure (for example 2024-10-21)",
+                ));
+            }
+            ProviderKind::Azure { api_version }
+        }
+        "anthropic" => {
+            let vpath = at("anthropic_version");
+            let version = x
+                .check(x.string(&vpath, f.anthropic_version))
+                .unwrap_or_else(|| defaults::ANTHROPIC_VERSION.into());
+            if version.is_empty() {
+                x.report(err(&vpath, "must not be empty"));
+            }
+            let max_tokens = x
+                .check(x.int(&at("max_tokens"), f.max_tokens, 1..=i128::from(u32::MAX)))
+                .unwrap_or(defaults::ANTHROPIC_MAX_TOKENS);
+            ProviderKind::Anthropic {
+                version,
+                max_tokens,
+            }
+        }
+        _ => ProviderKind::OpenAi,
+    })
+}
+
+/// `models`.
+fn validate_models(
+    raw: BTreeMap<String, RawModel>,
+    providers: &[ProviderConfig],
+    x: &Expander<'_>,
+) -> BTreeMap<String, ModelConfig> {
+    if raw.is_empty() {
         x.report(err("models", "at least one model is required"));
     }
-    let mut models = BTreeMap::new();
-    for (name, m) in raw.models {
-        let path = format!("models.{name}.providers");
-        if m.providers.is_empty() {
-            x.report(err(&path, "a model needs at least one provider"));
-        }
-        let mut routes: Vec<Route> = Vec::with_capacity(m.providers.len());
-        for (pname, r) in m.providers {
-            let rpath = format!("{path}.{pname}");
-            let ppath = format!("{rpath}.priority");
-            let priority = x.int::<u32>(&ppath, Some(r.priority), 0..=i128::from(u32::MAX));
-            let model_id = x
-                .check(x.string(&format!("{rpath}.model_id"), r.model_id))
-                .unwrap_or_else(|| name.clone());
-            if model_id.is_empty() {
-                x.report(err(&format!("{rpath}.model_id"), "must not be empty"));
-            }
-            let Some(provider) = providers.iter().position(|p| p.name == pname) else {
-                x.report(err(&rpath, "no such provider"));
-                continue;
-            };
-            let priority = match priority {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    x.report(err(&ppath, "is required"));
-                    continue;
-                }
-                Err(e) => {
-                    x.report(e);
-                    continue;
-                }
-            };
-            if let Some(other) = routes.iter().find(|o| o.priority == priority) {
-                x.report(err(
-                    &ppath,
-                    format!(
-                        "priority {priority} is already used by provider {}",
-                        providers[other.provider].name
-                    ),
-                ));
-            }
-            routes.push(Route {
-                provider,
-                priority,
-                model_id,
-            });
-        }
-        routes.sort_by_key(|r| r.priority);
-        models.insert(name.clone(), ModelConfig { name, routes });
-    }
+    raw.into_iter()
+        .map(|(name, m)| (name.clone(), validate_model(name, m, providers, x)))
+        .collect()
+}
 
-    Ok(Config {
-        server,
-        failover,
-        providers,
-        models,
-    })
+/// `models.NAME`: its routes, sorted by priority.
+fn validate_model(
+    name: String,
+    m: RawModel,
+    providers: &[ProviderConfig],
+    x: &Expander<'_>,
+) -> ModelConfig {
+    let path = format!("models.{name}.providers");
+    if m.providers.is_empty() {
+        x.report(err(&path, "a model needs at least one provider"));
+    }
+    let mut routes: Vec<Route> = Vec::with_capacity(m.providers.len());
+    for (pname, r) in m.providers {
+        let rpath = format!("{path}.{pname}");
+        let ppath = format!("{rpath}.priority");
+        let priority = x.int::<u32>(&ppath, Some(r.priority), 0..=i128::from(u32::MAX));
+        let model_id = x
+            .check(x.string(&format!("{rpath}.model_id"), r.model_id))
+            .unwrap_or_else(|| name.clone());
+        if model_id.is_empty() {
+            x.report(err(&format!("{rpath}.model_id"), "must not be empty"));
+        }
+        let Some(provider) = providers.iter().position(|p| p.name == pname) else {
+            x.report(err(&rpath, "no such provider"));
+            continue;
+        };
+        let priority = match priority {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                x.report(err(&ppath, "is required"));
+                continue;
+            }
+            Err(e) => {
+                x.report(e);
+                continue;
+            }
+        };
+        if let Some(other) = routes.iter().find(|o| o.priority == priority) {
+            x.report(err(
+                &ppath,
+                format!(
+                    "priority {priority} is already used by provider {}",
+                    providers[other.provider].name
+                ),
+            ));
+        }
+        routes.push(Route {
+            provider,
+            priority,
+            model_id,
+        });
+    }
+    routes.sort_by_key(|r| r.priority);
+    ModelConfig { name, routes }
 }
 
 pub fn parse_level(s: &str) -> Option<log::LevelFilter> {

@@ -33,10 +33,28 @@
 //!
 //! The lock is never held across a network call: [`Health::admit`] takes a
 //! [`Permit`], the caller does its request, then reports on the permit.
+//!
+//! Time comes from the [`Clock`] given to [`Health::new`]: the process uses
+//! [`SystemClock`], tests a clock they move by hand, so cooldowns and
+//! `Retry-After` are tested without sleeping or racing a loaded machine.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+/// Where [`Health`] reads the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic clock of the process.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
 
 #[derive(Default, Debug)]
 struct Breaker {
@@ -126,15 +144,22 @@ pub struct Status {
 pub struct Health {
     max_failures: u32,
     cooldown: Duration,
+    clock: Box<dyn Clock>,
     breakers: RwLock<HashMap<usize, Breaker>>,
 }
 
 impl Health {
-    pub fn new(providers: usize, max_failures: u32, cooldown: Duration) -> Health {
+    pub fn new(
+        providers: usize,
+        max_failures: u32,
+        cooldown: Duration,
+        clock: Box<dyn Clock>,
+    ) -> Health {
         let breakers = (0..providers).map(|i| (i, Breaker::default())).collect();
         Health {
             max_failures,
             cooldown,
+            clock,
             breakers: RwLock::new(breakers),
         }
     }
@@ -161,7 +186,7 @@ impl Health {
     }
 
     fn admit_inner(&self, provider: usize, last_resort: bool) -> Result<Permit<'_>, Skip> {
-        let now = Instant::now();
+        let now = self.clock.now();
         {
             // Fast path: a healthy provider needs only the read lock.
             let map = self.read();
@@ -258,7 +283,7 @@ impl Health {
         retry_after: Option<Duration>,
     ) -> bool {
         permit.done = true;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut map = self.write();
         let b = map.get_mut(&permit.provider).expect("provider index");
         b.consecutive = b.consecutive.saturating_add(1);
@@ -279,7 +304,7 @@ impl Health {
 
     /// The state of one provider.
     pub fn status(&self, provider: usize) -> Status {
-        let now = Instant::now();
+        let now = self.clock.now();
         let map = self.read();
         let b = &map[&provider];
         Status {
@@ -291,26 +316,69 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// A clock that moves only when told to.
+    #[derive(Clone)]
+    struct ManualClock(Arc<Mutex<Instant>>);
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A breaker for one provider on a manual clock, and the clock.
+    fn health(max_failures: u32, cooldown: Duration) -> (Health, ManualClock) {
+        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let h = Health::new(1, max_failures, cooldown, Box::new(clock.clone()));
+        (h, clock)
+    }
+
+    const NS: Duration = Duration::from_nanos(1);
 
     #[test]
     fn opens_after_max_failures_then_probes_once() {
-        let h = Health::new(1, 3, Duration::from_millis(50));
+        let cooldown = Duration::from_secs(600);
+        let (h, clock) = health(3, cooldown);
         for _ in 0..2 {
             let p = h.admit(0).unwrap();
             assert!(!h.failure(p, "x", None));
         }
         let p = h.admit(0).unwrap();
+        let opened = clock.now();
         assert!(h.failure(p, "x", None));
-        assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
-        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(h.admit(0).err(), Some(Skip::CoolingDown(opened + cooldown)));
+        assert_eq!(h.status(0).available_in, Some(cooldown));
+        assert_eq!(h.status(0).last_error.as_deref(), Some("x"));
+        // Closed to the last nanosecond of the cooldown, half-open at its end.
+        clock.advance(cooldown - NS);
+        assert_eq!(h.admit(0).err(), Some(Skip::CoolingDown(opened + cooldown)));
+        assert_eq!(h.status(0).available_in, Some(NS));
+        clock.advance(NS);
+        assert_eq!(h.status(0).available_in, None);
         let probe = h.admit(0).unwrap();
         assert!(probe.is_probe());
         assert_eq!(h.admit(0).err(), Some(Skip::ProbeInFlight));
-        // A failed probe re-opens for a full cooldown.
+        // A failed probe re-opens for a full cooldown from its failure.
+        clock.advance(Duration::from_secs(7));
+        let reopened = clock.now();
         assert!(h.failure(probe, "y", None));
+        assert_eq!(
+            h.admit(0).err(),
+            Some(Skip::CoolingDown(reopened + cooldown))
+        );
+        clock.advance(cooldown - NS);
         assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(NS);
         let probe = h.admit(0).unwrap();
         h.success(probe);
         let p = h.admit(0).unwrap();
@@ -320,7 +388,7 @@ mod tests {
 
     #[test]
     fn success_resets_count() {
-        let h = Health::new(1, 3, Duration::from_secs(60));
+        let (h, _) = health(3, Duration::from_secs(60));
         for _ in 0..2 {
             h.failure(h.admit(0).unwrap(), "x", None);
         }
@@ -333,16 +401,19 @@ mod tests {
 
     #[test]
     fn dropped_probe_frees_the_slot() {
-        let h = Health::new(1, 1, Duration::from_millis(1));
+        let (h, clock) = health(1, Duration::from_secs(1));
         h.failure(h.admit(0).unwrap(), "x", None);
-        std::thread::sleep(Duration::from_millis(5));
-        drop(h.admit(0).unwrap());
+        clock.advance(Duration::from_secs(1));
+        let probe = h.admit(0).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(h.admit(0).err(), Some(Skip::ProbeInFlight));
+        drop(probe);
         assert!(h.admit(0).unwrap().is_probe());
     }
 
     #[test]
     fn unproven_providers_get_at_most_max_failures_pending() {
-        let h = Health::new(1, 3, Duration::from_secs(60));
+        let (h, _) = health(3, Duration::from_secs(60));
         // No verdict yet: three in flight, the fourth is held back.
         let held: Vec<_> = (0..3).map(|_| h.admit(0).unwrap()).collect();
         assert_eq!(h.admit(0).err(), Some(Skip::Pending));
@@ -374,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_failure_after_success_bounds_new_requests() {
-        let h = Health::new(1, 4, Duration::from_secs(60));
+        let (h, _) = health(4, Duration::from_secs(60));
         h.success(h.admit(0).unwrap());
         h.failure(h.admit(0).unwrap(), "x", None);
         let held: Vec<_> = (0..3).map(|_| h.admit(0).unwrap()).collect();
@@ -387,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_started_stream_proves_the_provider() {
-        let h = Health::new(1, 2, Duration::from_secs(60));
+        let (h, _) = health(2, Duration::from_secs(60));
         let mut streams: Vec<_> = (0..2).map(|_| h.admit(0).unwrap()).collect();
         assert_eq!(h.admit(0).err(), Some(Skip::Pending));
         h.answered(&mut streams[0]);
@@ -403,10 +474,50 @@ mod tests {
 
     #[test]
     fn retry_after_is_capped_by_cooldown() {
-        let h = Health::new(1, 10, Duration::from_secs(5));
+        let (h, clock) = health(10, Duration::from_secs(5));
         h.failure(h.admit(0).unwrap(), "429", Some(Duration::from_secs(3600)));
-        let s = h.status(0);
-        assert!(s.available_in.unwrap() <= Duration::from_secs(5));
-        assert!(s.available_in.unwrap() > Duration::from_secs(4));
+        assert_eq!(h.status(0).available_in, Some(Duration::from_secs(5)));
+        clock.advance(Duration::from_secs(5) - NS);
+        assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
+        clock.advance(NS);
+        // Not opened (one failure of ten): a normal request, not a probe.
+        assert!(!h.admit(0).unwrap().is_probe());
+    }
+
+    #[test]
+    fn retry_after_keeps_the_provider_out_until_then() {
+        let (h, clock) = health(10, Duration::from_secs(600));
+        let start = clock.now();
+        // Two requests in flight; the first answers 429, Retry-After: 30.
+        let (first, second) = (h.admit(0).unwrap(), h.admit(0).unwrap());
+        h.failure(first, "429", Some(Duration::from_secs(30)));
+        let until = start + Duration::from_secs(30);
+        assert_eq!(h.admit(0).err(), Some(Skip::CoolingDown(until)));
+        // Rate limited is not "pending": a last resort waits too.
+        assert_eq!(h.admit_last_resort(0).err(), Some(Skip::CoolingDown(until)));
+        // The second answers later with a shorter Retry-After: the wait
+        // is not shortened.
+        clock.advance(Duration::from_secs(10));
+        h.failure(second, "429", Some(Duration::from_secs(1)));
+        assert_eq!(h.status(0).available_in, Some(Duration::from_secs(20)));
+        clock.advance(Duration::from_secs(20) - NS);
+        assert_eq!(h.admit(0).err(), Some(Skip::CoolingDown(until)));
+        clock.advance(NS);
+        assert_eq!(h.status(0).available_in, None);
+        assert!(!h.admit(0).unwrap().is_probe());
+    }
+
+    #[test]
+    fn a_rate_limited_open_breaker_waits_for_the_later_of_the_two() {
+        let (h, clock) = health(1, Duration::from_secs(60));
+        let start = clock.now();
+        // Opens (one failure of one) with a 30 s Retry-After: 60 s wins.
+        assert!(h.failure(h.admit(0).unwrap(), "429", Some(Duration::from_secs(30))));
+        assert_eq!(
+            h.admit(0).err(),
+            Some(Skip::CoolingDown(start + Duration::from_secs(60)))
+        );
+        clock.advance(Duration::from_secs(60));
+        assert!(h.admit(0).unwrap().is_probe());
     }
 }

@@ -1,8 +1,10 @@
 //! Server-sent events: reading them from an upstream body, and writing them
-//! to the client one event per flushed HTTP chunk (tiny_http's own chunked
+//! to the client one flushed write per event (tiny_http's own chunked
 //! writer would hold events back until 8 KiB had gathered).
 
 use std::io::{self, BufRead, Write};
+
+use chunked_transfer::Encoder;
 
 /// Largest event accepted from an upstream, all its lines (comments,
 /// names, unknown fields) counted; a larger one is an error rather than
@@ -175,69 +177,92 @@ pub fn data_event(json: &[u8]) -> Vec<u8> {
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-fn frame(buf: &mut Vec<u8>, chunked: bool, data: &[u8]) {
-    if data.is_empty() {
-        // An empty chunk would end a chunked body.
-        return;
-    }
-    if chunked {
-        let _ = write!(buf, "{:x}\r\n", data.len());
-        buf.extend_from_slice(data);
-        buf.extend_from_slice(b"\r\n");
-    } else {
-        buf.extend_from_slice(data);
-    }
-}
+/// Largest chunk of the client's body. chunked_transfer 1.5 reserves six
+/// bytes for the size line ("four hex digits") and panics on a chunk of
+/// more than 0xFFFF bytes, so a larger event goes out as several chunks,
+/// still in one write.
+const MAX_CHUNK: usize = 0xFFFF;
 
-/// Writes a response body to the client, one flushed chunk per event.
+/// Writes a response body to the client: each event in one write, flushed.
+///
+/// chunked_transfer frames the events, into memory: its `Encoder` writes
+/// the last chunk (and retries a failed chunk) when it is dropped, and on
+/// the socket that would mean one more write, of up to `client_timeout`,
+/// to a client that has just failed one or stopped reading. Here its
+/// output is a `Vec` that this writer sends itself, so the head and first
+/// event still leave in one write, and the body ends only in `finish`.
 pub struct EventWriter {
     inner: Box<dyn Write + Send>,
-    /// HTTP/1.1 uses chunked framing; HTTP/1.0 a close-delimited body.
-    chunked: bool,
-    buf: Vec<u8>,
+    /// HTTP/1.1: chunked framing; its output is the next write. `None` for
+    /// HTTP/1.0, whose body is close-delimited.
+    chunks: Option<Encoder<Vec<u8>>>,
+    /// HTTP/1.0: the next write.
+    plain: Vec<u8>,
 }
 
 impl EventWriter {
     /// Write the status line and headers, then `first` as the first event,
     /// in one write so the client sees them together.
     pub fn start(
-        mut inner: Box<dyn Write + Send>,
+        inner: Box<dyn Write + Send>,
         chunked: bool,
         head: &str,
         first: &[u8],
     ) -> io::Result<EventWriter> {
-        let mut buf = Vec::with_capacity(head.len() + first.len() + 64);
-        buf.extend_from_slice(head.as_bytes());
-        frame(&mut buf, chunked, first);
-        inner.write_all(&buf)?;
-        inner.flush()?;
-        buf.clear();
-        Ok(EventWriter {
+        let mut out = Vec::with_capacity(head.len() + first.len() + 64);
+        out.extend_from_slice(head.as_bytes());
+        let mut w = EventWriter {
             inner,
-            chunked,
-            buf,
-        })
+            chunks: None,
+            plain: Vec::new(),
+        };
+        if chunked {
+            w.chunks = Some(Encoder::with_chunks_size(out, MAX_CHUNK));
+        } else {
+            w.plain = out;
+        }
+        w.send(first)?;
+        Ok(w)
     }
 
     /// Send one event now.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.buf.clear();
-        frame(&mut self.buf, self.chunked, data);
-        self.inner.write_all(&self.buf)?;
+        let out = match &mut self.chunks {
+            Some(enc) => {
+                // No empty chunk (it would end the body): the encoder
+                // skips an empty write.
+                enc.write_all(data)?;
+                enc.flush()?;
+                enc.get_mut()
+            }
+            None => {
+                self.plain.extend_from_slice(data);
+                &mut self.plain
+            }
+        };
+        let sent = self.inner.write_all(out);
+        out.clear();
+        sent?;
         self.inner.flush()
     }
 
     /// End the body.
     pub fn finish(mut self) -> io::Result<()> {
-        if self.chunked {
-            self.inner.write_all(b"0\r\n\r\n")?;
+        if self.chunks.take().is_some() {
+            // The encoder's own last chunk goes to its dropped output.
+            self.inner.write_all(LAST_CHUNK)?;
         }
         self.inner.flush()
     }
 }
 
+/// The end of a chunked body (RFC 9112 §7.1): a zero-size chunk, no trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]
@@ -288,6 +313,100 @@ mod tests {
             Some("next")
         );
         assert!(r.line.capacity() <= KEEP_LINE_CAPACITY);
+    }
+
+    /// A client socket that records each write, and counts flushes.
+    #[derive(Clone, Default)]
+    struct Recorder(std::sync::Arc<std::sync::Mutex<(Vec<Vec<u8>>, usize)>>);
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.lock().unwrap().1 += 1;
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn writes(&self) -> Vec<Vec<u8>> {
+            self.0.lock().unwrap().0.clone()
+        }
+        fn flushes(&self) -> usize {
+            self.0.lock().unwrap().1
+        }
+    }
+
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn chunked_events_are_one_flushed_write_each() {
+        let rec = Recorder::default();
+        let mut w = EventWriter::start(Box::new(rec.clone()), true, HEAD, b"data: a\n\n").unwrap();
+        // Head and first event together, in one write.
+        assert_eq!(
+            rec.writes(),
+            [format!("{HEAD}9\r\ndata: a\n\n\r\n").into_bytes()]
+        );
+        assert_eq!(rec.flushes(), 1);
+        // Nothing is written for nothing: an empty chunk would end the body.
+        w.send(b"").unwrap();
+        assert_eq!(rec.writes().len(), 1);
+        // An event larger than a chunk is still one write.
+        let big = format!("data: {}\n\n", "x".repeat(3 * MAX_CHUNK));
+        w.send(big.as_bytes()).unwrap();
+        w.send(DONE).unwrap();
+        assert_eq!(rec.writes().len(), 3);
+        assert_eq!(rec.flushes(), 4);
+        w.finish().unwrap();
+        let writes = rec.writes();
+        assert_eq!(writes.last().unwrap(), b"0\r\n\r\n");
+        assert_eq!(writes.len(), 4);
+        // And the body decodes to the events, in order, then ends.
+        let body = writes.concat()[HEAD.len()..].to_vec();
+        let mut decoded = Vec::new();
+        chunked_transfer::Decoder::new(&body[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(
+            decoded,
+            [&b"data: a\n\n"[..], big.as_bytes(), DONE].concat()
+        );
+    }
+
+    #[test]
+    fn http_1_0_bodies_are_the_events_as_they_are() {
+        let rec = Recorder::default();
+        let head = "HTTP/1.0 200 OK\r\n\r\n";
+        let mut w = EventWriter::start(Box::new(rec.clone()), false, head, b"data: a\n\n").unwrap();
+        w.send(DONE).unwrap();
+        w.finish().unwrap();
+        assert_eq!(
+            rec.writes(),
+            [format!("{head}data: a\n\n").into_bytes(), DONE.to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_not_retried_and_ends_nothing() {
+        // A client that stopped reading: the write fails (after its
+        // timeout). Dropping the writer must not write again.
+        struct Failing(std::sync::Arc<std::sync::Mutex<usize>>);
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                *self.0.lock().unwrap() += 1;
+                Err(io::ErrorKind::TimedOut.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(0));
+        let w = EventWriter::start(Box::new(Failing(calls.clone())), true, HEAD, b"data: a\n\n");
+        assert!(w.is_err());
+        assert_eq!(*calls.lock().unwrap(), 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use llm_proxy::Config;
+use llm_proxy::config::ProviderKind;
 
 fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |k| {
@@ -210,8 +211,13 @@ fn anthropic_providers_have_defaults_and_their_own_keys() {
     let p = c.provider("claude").unwrap();
     assert_eq!(p.kind.as_str(), "anthropic");
     assert_eq!(p.base_url, "https://api.anthropic.com");
-    assert_eq!(p.anthropic_version.as_deref(), Some("2023-06-01"));
-    assert_eq!(p.max_tokens, Some(4096));
+    assert_eq!(
+        p.kind,
+        ProviderKind::Anthropic {
+            version: "2023-06-01".into(),
+            max_tokens: 4096
+        }
+    );
     assert_eq!(p.api_key.as_ref().unwrap().expose(), "sk-from-env");
 
     let c = load(&one(
@@ -220,8 +226,13 @@ fn anthropic_providers_have_defaults_and_their_own_keys() {
     .unwrap();
     let p = c.provider("claude").unwrap();
     assert_eq!(p.base_url, "http://127.0.0.1:9");
-    assert_eq!(p.anthropic_version.as_deref(), Some("2024-01-01"));
-    assert_eq!(p.max_tokens, Some(9123));
+    assert_eq!(
+        p.kind,
+        ProviderKind::Anthropic {
+            version: "2024-01-01".into(),
+            max_tokens: 9123
+        }
+    );
 
     let e = err(&one("    max_tokens: 0\n"));
     assert!(e.contains("providers.claude.max_tokens"), "{e}");
@@ -241,8 +252,7 @@ fn anthropic_providers_have_defaults_and_their_own_keys() {
     }
     // OpenAI providers carry none of them.
     let c = load(GOOD).unwrap();
-    assert!(c.provider("openai").unwrap().anthropic_version.is_none());
-    assert!(c.provider("openai").unwrap().max_tokens.is_none());
+    assert_eq!(c.provider("openai").unwrap().kind, ProviderKind::OpenAi);
 }
 
 /// Apply each (from, to) edit to GOOD and expect the error to contain the
@@ -446,4 +456,39 @@ fn a_variable_in_a_number_is_not_echoed_when_its_value_is_not_one() {
         assert!(e.contains("${KEY}"), "{e}");
         assert!(!e.contains("sk-from"), "the value reached the message: {e}");
     }
+}
+
+#[test]
+fn azure_settings_live_on_the_kind() {
+    let yaml = "providers:\n  az:\n    type: azure\n    base_url: https://r.openai.azure.com\n    api_version: ${V:-2024-10-21}\nmodels:\n  m:\n    providers:\n      az: {priority: 0}\n";
+    let c = load(yaml).unwrap();
+    assert_eq!(
+        c.provider("az").unwrap().kind,
+        ProviderKind::Azure {
+            api_version: "2024-10-21".into()
+        }
+    );
+    assert!(c.summary().contains(" api_version=2024-10-21\n"));
+    // Empty after expansion is as good as missing.
+    let e = err(&yaml.replace("${V:-2024-10-21}", "''"));
+    assert!(
+        e.contains("providers.az.api_version: is required for type azure"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_type_still_has_its_common_keys_checked() {
+    let e = err(&GOOD.replacen("type: openai", "type: gemini", 1).replacen(
+        "    timeout: 10",
+        "    timeout: -1\n    max_tokens: 5",
+        1,
+    ));
+    assert!(
+        e.contains("providers.openai.type: unknown provider type \"gemini\""),
+        "{e}"
+    );
+    assert!(e.contains("providers.openai.timeout"), "{e}");
+    // The kind is unknown, so whether max_tokens belongs to it is not judged.
+    assert!(!e.contains("max_tokens"), "{e}");
 }

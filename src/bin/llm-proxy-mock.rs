@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use chunked_transfer::Encoder;
 use serde_json::{Value, json};
 use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server};
 
@@ -33,12 +35,13 @@ OPTIONS:
     --port N                  port to bind, 0 picks a free one [default: 9001]
     --name NAME               name shown in answers and errors [default: mock]
     --delay-ms N              wait before sending the response headers of a
-                              successful chat answer (JSON and stream) [default: 0]
+                              successful answer (JSON and stream) [default: 0]
     --stream-interval-ms N    pause between SSE events [default: 0]
-    --stream-chunks N         content-delta events per stream [default: 20]
-    --fail-every N            every Nth chat request answers 503 (529 on
-                              /v1/messages); 0 = never [default: 0]
-    --fail-rate P             fail chat requests with probability P in 0..1 [default: 0]
+    --stream-chunks N         content-delta events per stream, and words of a
+                              text completion (up to its max_tokens) [default: 20]
+    --fail-every N            every Nth request to a POST route answers 503
+                              (529 on /v1/messages); 0 = never [default: 0]
+    --fail-rate P             fail POST requests with probability P in 0..1 [default: 0]
     --api-key KEY             require `Authorization: Bearer KEY` (OpenAI routes)
                               or `x-api-key: KEY` (/v1/messages)
     --threads N               threads receiving requests [default: max(8, 2 x cores)]
@@ -49,6 +52,10 @@ ROUTES:
     GET  /v1/models            one model, `mock-model`
     POST /v1/chat/completions  OpenAI Chat Completions (stream, tools, include_usage)
     POST /v1/messages          Anthropic Messages (stream, tools)
+    POST /v1/completions       OpenAI legacy Completions (prompt string, list or
+                               tokens; n, echo, max_tokens, stream, include_usage)
+    POST /v1/embeddings        OpenAI Embeddings (input string, list or tokens;
+                               encoding_format float or base64, dimensions)
 
 On start it prints one line to stdout:
     llm-proxy-mock NAME listening on http://HOST:PORT
@@ -316,8 +323,9 @@ enum Reply {
 /// Shared state of the server.
 struct Mock {
     opts: Opts,
-    /// Chat requests seen so far (both routes); drives ids and `--fail-every`.
-    chat_requests: AtomicU64,
+    /// Requests seen so far on the generating routes (chat, messages,
+    /// completions, embeddings); drives ids and `--fail-every`.
+    requests: AtomicU64,
     /// xorshift64 state for `--fail-rate`.
     rng: AtomicU64,
 }
@@ -329,7 +337,7 @@ impl Mock {
             .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64);
         Mock {
             opts,
-            chat_requests: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             rng: AtomicU64::new(seed | 1), // xorshift must never hold 0
         }
     }
@@ -358,6 +366,8 @@ impl Mock {
             }
             (Method::Post, "/v1/chat/completions") => self.chat(&mut request, Api::OpenAi),
             (Method::Post, "/v1/messages") => self.chat(&mut request, Api::Anthropic),
+            (Method::Post, "/v1/completions") => self.completions(&mut request),
+            (Method::Post, "/v1/embeddings") => self.embeddings(&mut request),
             (method, _) => openai_error(
                 404,
                 &format!("Unknown request URL: {method} {path}"),
@@ -431,32 +441,43 @@ impl Mock {
         (step(prev) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn chat(&self, request: &mut Request, api: Api) -> Reply {
-        // Read the body first, whatever happens next, so the connection stays
-        // usable for the next request.
+    /// What every generating route does first: read the body (whatever
+    /// happens next, so the connection stays usable), check the key, count
+    /// the request, play a simulated outage, and parse a JSON object.
+    /// Returns the request's number and body, or the reply to send instead.
+    fn begin(&self, request: &mut Request, api: Api) -> Result<(u64, Value), Reply> {
         let mut body = Vec::new();
         let read = request.as_reader().read_to_end(&mut body);
         if let Some(reply) = self.check_auth(request, api) {
-            return reply;
+            return Err(reply);
         }
-        let n = self.chat_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if self.should_fail(n) {
             let message = format!("mock {}: simulated outage", self.opts.name);
-            return match api {
+            return Err(match api {
                 Api::OpenAi => openai_error(503, &message, "server_error", None, None),
                 Api::Anthropic => anthropic_error(529, "overloaded_error", &message),
-            };
+            });
         }
         let parsed = match read {
             Ok(_) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let body = match parsed {
-            Ok(body @ Value::Object(_)) => body,
-            Ok(_) => return bad_request(api, "request body must be a JSON object", None),
-            Err(e) => {
-                return bad_request(api, &format!("could not parse the JSON body: {e}"), None);
-            }
+        match parsed {
+            Ok(body @ Value::Object(_)) => Ok((n, body)),
+            Ok(_) => Err(bad_request(api, "request body must be a JSON object", None)),
+            Err(e) => Err(bad_request(
+                api,
+                &format!("could not parse the JSON body: {e}"),
+                None,
+            )),
+        }
+    }
+
+    fn chat(&self, request: &mut Request, api: Api) -> Reply {
+        let (n, body) = match self.begin(request, api) {
+            Ok(begun) => begun,
+            Err(reply) => return reply,
         };
         let Some(model) = body.get("model").and_then(Value::as_str) else {
             return bad_request(api, "you must provide a `model` string", Some("model"));
@@ -490,6 +511,32 @@ impl Mock {
             (Api::OpenAi, true) => Reply::Stream(call.openai_stream()),
             (Api::Anthropic, false) => Reply::Json(200, call.anthropic_message()),
             (Api::Anthropic, true) => Reply::Stream(call.anthropic_stream()),
+        }
+    }
+
+    /// `POST /v1/completions`: legacy text completions, one choice per
+    /// prompt and `n`, as JSON or a stream of `text_completion` chunks.
+    fn completions(&self, request: &mut Request) -> Reply {
+        let (n, body) = match self.begin(request, Api::OpenAi) {
+            Ok(begun) => begun,
+            Err(reply) => return reply,
+        };
+        match TextCompletion::parse(&body, &self.opts) {
+            Ok(c) if c.stream => Reply::Stream(c.stream_frames(n, unix_now())),
+            Ok(c) => Reply::Json(200, c.json(n, unix_now())),
+            Err(BadParam(message, param)) => bad_request(Api::OpenAi, &message, param.as_deref()),
+        }
+    }
+
+    /// `POST /v1/embeddings`: a deterministic unit vector per input.
+    fn embeddings(&self, request: &mut Request) -> Reply {
+        let body = match self.begin(request, Api::OpenAi) {
+            Ok((_, body)) => body,
+            Err(reply) => return reply,
+        };
+        match Embeddings::parse(&body) {
+            Ok(e) => Reply::Json(200, e.json()),
+            Err(BadParam(message, param)) => bad_request(Api::OpenAi, &message, param.as_deref()),
         }
     }
 }
@@ -787,8 +834,10 @@ fn send(request: Request, reply: Reply, delay: Duration, interval: Duration) {
 /// Streams SSE frames with every event flushed on its own.
 ///
 /// tiny_http's `Response` copies an unsized body through an 8 KiB buffer, so
-/// events would reach the client in bursts. Instead the status line, headers
-/// and chunked framing are written by hand on the raw connection writer.
+/// events would reach the client in bursts. Instead the status line and
+/// headers are written by hand on the raw connection writer, and each event
+/// goes through chunked_transfer's encoder (a chunk per event; it writes
+/// the last chunk when dropped) and is flushed through to the socket.
 /// HTTP/1.0 clients get a close-delimited body instead of chunks.
 fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::Result<()> {
     let chunked = *request.http_version() >= HTTPVersion(1, 1);
@@ -807,19 +856,27 @@ fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     out.flush()?;
-    for (i, frame) in frames.iter().enumerate() {
+    let pause = |i: usize| {
         if i > 0 && !interval.is_zero() {
             thread::sleep(interval);
         }
-        if chunked {
-            write!(out, "{:x}\r\n{frame}\r\n", frame.len())?;
-        } else {
-            out.write_all(frame.as_bytes())?;
-        }
-        out.flush()?;
-    }
+    };
     if chunked {
-        out.write_all(b"0\r\n\r\n")?;
+        // Borrowed, so that the last chunk, which the encoder writes when
+        // dropped, can be flushed below.
+        let mut body = Encoder::with_flush_after_write(&mut out);
+        for (i, frame) in frames.iter().enumerate() {
+            pause(i);
+            body.write_all(frame.as_bytes())?;
+            // The encoder's own flush does not reach the socket.
+            body.get_mut().flush()?;
+        }
+    } else {
+        for (i, frame) in frames.iter().enumerate() {
+            pause(i);
+            out.write_all(frame.as_bytes())?;
+            out.flush()?;
+        }
     }
     out.flush()
 }
@@ -913,4 +970,566 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A request the mock refuses with a 400: the message and the `param`.
+#[derive(Debug)]
+struct BadParam(String, Option<String>);
+
+fn bad_param(param: &str, message: impl Into<String>) -> BadParam {
+    BadParam(message.into(), Some(param.to_string()))
+}
+
+/// Most inputs (or prompts) in one request, as OpenAI allows.
+const MAX_INPUTS: usize = 2048;
+/// Embedding size when the request sets no `dimensions` (text-embedding-3-small's).
+const DEFAULT_DIMENSIONS: usize = 1536;
+/// Largest `dimensions` accepted (text-embedding-3-large's).
+const MAX_DIMENSIONS: usize = 3072;
+/// Most choices per prompt (`n`), as OpenAI allows.
+const MAX_N: u64 = 128;
+/// `max_tokens` of a completion when the request sets none (OpenAI's default).
+const DEFAULT_COMPLETION_MAX_TOKENS: u64 = 16;
+
+/// One text to embed or complete: a string, or already tokens.
+#[derive(Debug, PartialEq)]
+enum Text {
+    Str(String),
+    Tokens(Vec<i64>),
+}
+
+impl Text {
+    /// A rough token count: four bytes a token for text, as OpenAI's docs say.
+    fn tokens(&self) -> usize {
+        match self {
+            Text::Str(s) => s.len().div_ceil(4).max(1),
+            Text::Tokens(t) => t.len(),
+        }
+    }
+
+    /// FNV-1a of the text's kind and content: the seed of its embedding.
+    fn seed(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        match self {
+            Text::Str(s) => {
+                eat(b"s");
+                eat(s.as_bytes());
+            }
+            Text::Tokens(t) => {
+                eat(b"t");
+                for tok in t {
+                    eat(&tok.to_le_bytes());
+                }
+            }
+        }
+        h
+    }
+}
+
+/// `input` / `prompt`: a string, a list of strings, a list of tokens, or a
+/// list of token lists.
+fn parse_texts(v: &Value, param: &str) -> Result<Vec<Text>, BadParam> {
+    let shape = || {
+        bad_param(
+            param,
+            format!(
+                "'{param}' must be a string, an array of strings, an array of integers or an array of integer arrays"
+            ),
+        )
+    };
+    let tokens = |items: &[Value]| -> Result<Vec<i64>, BadParam> {
+        if items.is_empty() {
+            return Err(bad_param(
+                param,
+                format!("'{param}' has an empty token array"),
+            ));
+        }
+        items.iter().map(|t| t.as_i64().ok_or_else(shape)).collect()
+    };
+    let texts = match v {
+        Value::String(s) => vec![Text::Str(s.clone())],
+        Value::Array(items) if items.is_empty() => {
+            return Err(bad_param(param, format!("'{param}' must not be empty")));
+        }
+        Value::Array(items) if items.len() > MAX_INPUTS => {
+            return Err(bad_param(
+                param,
+                format!(
+                    "'{param}' has {} items; at most {MAX_INPUTS} are allowed",
+                    items.len()
+                ),
+            ));
+        }
+        Value::Array(items) if items[0].is_number() => vec![Text::Tokens(tokens(items)?)],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(Text::Str(s.clone())),
+                Value::Array(t) => Ok(Text::Tokens(tokens(t)?)),
+                _ => Err(shape()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(shape()),
+    };
+    Ok(texts)
+}
+
+/// The request's `model`, which every route requires.
+fn model_of(body: &Value) -> Result<String, BadParam> {
+    body.get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| bad_param("model", "you must provide a `model` string"))
+}
+
+/// An optional integer field within `range`.
+fn int_field(
+    body: &Value,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, BadParam> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                bad_param(
+                    name,
+                    format!(
+                        "'{name}' must be an integer from {} to {}, got {v}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+    }
+}
+
+/// A parsed `POST /v1/embeddings`.
+struct Embeddings {
+    model: String,
+    inputs: Vec<Text>,
+    base64: bool,
+    dimensions: usize,
+}
+
+impl Embeddings {
+    fn parse(body: &Value) -> Result<Embeddings, BadParam> {
+        let model = model_of(body)?;
+        let input = body
+            .get("input")
+            .ok_or_else(|| bad_param("input", "you must provide an `input`"))?;
+        let inputs = parse_texts(input, "input")?;
+        if inputs.iter().any(|t| *t == Text::Str(String::new())) {
+            return Err(bad_param("input", "'input' cannot be an empty string"));
+        }
+        let base64 = match body.get("encoding_format") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(f)) if f == "float" => false,
+            Some(Value::String(f)) if f == "base64" => true,
+            Some(other) => {
+                return Err(bad_param(
+                    "encoding_format",
+                    format!("'encoding_format' must be 'float' or 'base64', got {other}"),
+                ));
+            }
+        };
+        let dimensions = int_field(body, "dimensions", 1..=MAX_DIMENSIONS as u64)?
+            .map_or(DEFAULT_DIMENSIONS, |d| d as usize);
+        Ok(Embeddings {
+            model,
+            inputs,
+            base64,
+            dimensions,
+        })
+    }
+
+    fn json(&self) -> Vec<u8> {
+        let data: Vec<Value> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let vector = embedding(text.seed(), self.dimensions);
+                let embedding = if self.base64 {
+                    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    json!(vector)
+                };
+                json!({"object": "embedding", "index": index, "embedding": embedding})
+            })
+            .collect();
+        let tokens: usize = self.inputs.iter().map(Text::tokens).sum();
+        json_bytes(&json!({
+            "object": "list",
+            "data": data,
+            "model": self.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+    }
+}
+
+/// A unit vector of `dimensions` f32s, the same for the same seed.
+fn embedding(seed: u64, dimensions: usize) -> Vec<f32> {
+    let mut x = seed | 1;
+    let mut v: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|a| *a /= norm);
+    }
+    v
+}
+
+/// A parsed `POST /v1/completions`.
+struct TextCompletion {
+    model: String,
+    name: String,
+    prompts: Vec<Text>,
+    n: usize,
+    echo: bool,
+    stream: bool,
+    include_usage: bool,
+    /// Words generated per choice.
+    words: usize,
+    /// `length` when `max_tokens` cut the text short, else `stop`.
+    finish_reason: &'static str,
+}
+
+impl TextCompletion {
+    fn parse(body: &Value, opts: &Opts) -> Result<TextCompletion, BadParam> {
+        let model = model_of(body)?;
+        let prompts = match body.get("prompt") {
+            // OpenAI's default: the document separator.
+            None | Some(Value::Null) => vec![Text::Str("<|endoftext|>".into())],
+            Some(p) => parse_texts(p, "prompt")?,
+        };
+        let n = int_field(body, "n", 1..=MAX_N)?.unwrap_or(1) as usize;
+        if int_field(body, "best_of", 0..=20)?.is_some_and(|b| b > 1) {
+            return Err(bad_param("best_of", "the mock does not support 'best_of'"));
+        }
+        let echo = body.get("echo").and_then(Value::as_bool) == Some(true);
+        if echo && prompts.iter().any(|p| matches!(p, Text::Tokens(_))) {
+            return Err(bad_param(
+                "echo",
+                "the mock cannot echo token prompts (it has no tokenizer)",
+            ));
+        }
+        let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let max_tokens = int_field(body, "max_tokens", 0..=u64::from(u32::MAX))?
+            .unwrap_or(DEFAULT_COMPLETION_MAX_TOKENS);
+        let wanted = opts.stream_chunks.max(1);
+        let words = wanted.min(usize::try_from(max_tokens).unwrap_or(usize::MAX));
+        Ok(TextCompletion {
+            model,
+            name: opts.name.clone(),
+            prompts,
+            n,
+            echo,
+            stream,
+            include_usage,
+            words,
+            finish_reason: if words < wanted { "length" } else { "stop" },
+        })
+    }
+
+    /// The generated words, each with its leading space but the first.
+    fn pieces(&self) -> Vec<String> {
+        let text = format!("Hello from {}! {LOREM}", self.name);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        (0..self.words)
+            .map(|i| Call::stream_piece(&words, i))
+            .collect()
+    }
+
+    /// Choices in OpenAI's order: prompt by prompt, `n` for each.
+    fn choices(&self) -> impl Iterator<Item = (usize, &Text)> {
+        self.prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p, self.n))
+            .enumerate()
+    }
+
+    fn usage(&self) -> Value {
+        let prompt: usize = self.prompts.iter().map(Text::tokens).sum();
+        let completion = self.words * self.prompts.len() * self.n;
+        json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        })
+    }
+
+    fn object(&self, n: u64, created: u64, choices: Vec<Value>) -> Value {
+        json!({
+            "id": format!("cmpl-mock-{n}"),
+            "object": "text_completion",
+            "created": created,
+            "model": self.model,
+            "system_fingerprint": "fp_mock",
+            "choices": choices,
+        })
+    }
+
+    fn json(&self, n: u64, created: u64) -> Vec<u8> {
+        let text = self.pieces().concat();
+        let choices = self
+            .choices()
+            .map(|(index, prompt)| {
+                let text = match prompt {
+                    Text::Str(p) if self.echo => format!("{p}{text}"),
+                    _ => text.clone(),
+                };
+                json!({
+                    "text": text,
+                    "index": index,
+                    "logprobs": null,
+                    "finish_reason": self.finish_reason,
+                })
+            })
+            .collect();
+        let mut out = self.object(n, created, choices);
+        out["usage"] = self.usage();
+        json_bytes(&out)
+    }
+
+    /// Chunks choice by choice (an echo first), each choice ending with an
+    /// empty text and its finish reason; then the usage chunk if asked for,
+    /// then `[DONE]`.
+    fn stream_frames(&self, n: u64, created: u64) -> Vec<String> {
+        let chunk = |index: usize, text: &str, finish: Option<&str>| {
+            sse_data(&self.object(
+                n,
+                created,
+                vec![json!({
+                    "text": text,
+                    "index": index,
+                    "logprobs": null,
+                    "finish_reason": finish,
+                })],
+            ))
+        };
+        let pieces = self.pieces();
+        let mut frames = Vec::new();
+        for (index, prompt) in self.choices() {
+            if let (Text::Str(p), true) = (prompt, self.echo) {
+                frames.push(chunk(index, p, None));
+            }
+            for piece in &pieces {
+                frames.push(chunk(index, piece, None));
+            }
+            frames.push(chunk(index, "", Some(self.finish_reason)));
+        }
+        if self.include_usage {
+            let mut last = self.object(n, created, Vec::new());
+            last["usage"] = self.usage();
+            frames.push(sse_data(&last));
+        }
+        frames.push("data: [DONE]\n\n".to_string());
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Opts {
+        Opts {
+            stream_chunks: 5,
+            ..Opts::default()
+        }
+    }
+
+    fn embed(body: Value) -> Value {
+        serde_json::from_slice(&Embeddings::parse(&body).unwrap().json()).unwrap()
+    }
+
+    fn refused(r: Result<impl Sized, BadParam>) -> (String, String) {
+        match r {
+            Ok(_) => panic!("accepted"),
+            Err(BadParam(m, p)) => (m, p.unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn embeddings_float_and_base64_carry_the_same_f32s() {
+        let floats = embed(json!({"model": "e", "input": ["a", "b"], "dimensions": 8}));
+        let b64 = embed(json!({"model": "e", "input": ["a", "b"], "dimensions": 8,
+            "encoding_format": "base64"}));
+        assert_eq!(floats["object"], "list");
+        assert_eq!(floats["model"], "e");
+        assert_eq!(
+            floats["usage"],
+            json!({"prompt_tokens": 2, "total_tokens": 2})
+        );
+        for i in 0..2 {
+            let item = &floats["data"][i];
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], i);
+            let v: Vec<f32> = serde_json::from_value(item["embedding"].clone()).unwrap();
+            assert_eq!(v.len(), 8);
+            let norm: f32 = v.iter().map(|a| a * a).sum();
+            assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+            let text = b64["data"][i]["embedding"].as_str().unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            let decoded: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(decoded, v);
+        }
+        // Different inputs, different vectors; the same input, the same one.
+        assert_ne!(
+            floats["data"][0]["embedding"],
+            floats["data"][1]["embedding"]
+        );
+        let again = embed(json!({"model": "e", "input": "a", "dimensions": 8}));
+        assert_eq!(
+            again["data"][0]["embedding"],
+            floats["data"][0]["embedding"]
+        );
+    }
+
+    #[test]
+    fn embeddings_take_tokens_and_refuse_bad_input() {
+        let out = embed(json!({"model": "e", "input": [1, 2, 3]}));
+        assert_eq!(out["data"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            out["data"][0]["embedding"].as_array().unwrap().len(),
+            DEFAULT_DIMENSIONS
+        );
+        assert_eq!(out["usage"]["prompt_tokens"], 3);
+        let out = embed(json!({"model": "e", "input": [[1, 2], [3]]}));
+        assert_eq!(out["data"].as_array().unwrap().len(), 2);
+        assert_eq!(out["usage"]["prompt_tokens"], 3);
+        for (body, param) in [
+            (json!({"input": "x"}), "model"),
+            (json!({"model": "e"}), "input"),
+            (json!({"model": "e", "input": ""}), "input"),
+            (json!({"model": "e", "input": []}), "input"),
+            (json!({"model": "e", "input": [[]]}), "input"),
+            (json!({"model": "e", "input": [1, "x"]}), "input"),
+            (json!({"model": "e", "input": {"a": 1}}), "input"),
+            (
+                json!({"model": "e", "input": vec!["x"; MAX_INPUTS + 1]}),
+                "input",
+            ),
+            (
+                json!({"model": "e", "input": "x", "dimensions": 0}),
+                "dimensions",
+            ),
+            (
+                json!({"model": "e", "input": "x", "dimensions": 1e9}),
+                "dimensions",
+            ),
+            (
+                json!({"model": "e", "input": "x", "encoding_format": "hex"}),
+                "encoding_format",
+            ),
+        ] {
+            assert_eq!(refused(Embeddings::parse(&body)).1, param, "{body}");
+        }
+    }
+
+    fn complete(body: Value) -> Value {
+        let c = TextCompletion::parse(&body, &opts()).unwrap();
+        serde_json::from_slice(&c.json(7, 1)).unwrap()
+    }
+
+    #[test]
+    fn completions_answer_each_prompt_n_times() {
+        let out = complete(json!({"model": "i", "prompt": ["p", "q"], "n": 2, "max_tokens": 100}));
+        assert_eq!(out["object"], "text_completion");
+        assert_eq!(out["id"], "cmpl-mock-7");
+        let choices = out["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 4);
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["finish_reason"], "stop");
+            assert_eq!(c["logprobs"], Value::Null);
+            assert_eq!(c["text"], "Hello from mock! Lorem ipsum");
+        }
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22})
+        );
+        // max_tokens cuts the text; echo puts the prompt first.
+        let out = complete(json!({"model": "i", "prompt": "Say: ", "max_tokens": 2, "echo": true}));
+        assert_eq!(out["choices"][0]["text"], "Say: Hello from");
+        assert_eq!(out["choices"][0]["finish_reason"], "length");
+        for (body, param) in [
+            (
+                json!({"model": "i", "prompt": [1, 2], "echo": true}),
+                "echo",
+            ),
+            (json!({"model": "i", "n": 0}), "n"),
+            (json!({"model": "i", "best_of": 3}), "best_of"),
+            (json!({"model": "i", "prompt": 5}), "prompt"),
+            (json!({"prompt": "x"}), "model"),
+        ] {
+            assert_eq!(
+                refused(TextCompletion::parse(&body, &opts())).1,
+                param,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn completion_streams_end_each_choice_then_usage_then_done() {
+        let c = TextCompletion::parse(
+            &json!({"model": "i", "prompt": "x", "n": 2, "stream": true,
+                "stream_options": {"include_usage": true}}),
+            &opts(),
+        )
+        .unwrap();
+        let frames = c.stream_frames(3, 1);
+        assert_eq!(frames.last().unwrap(), "data: [DONE]\n\n");
+        let chunks: Vec<Value> = frames[..frames.len() - 1]
+            .iter()
+            .map(|f| serde_json::from_str(f.strip_prefix("data: ").unwrap().trim()).unwrap())
+            .collect();
+        assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], 10);
+        for index in 0..2 {
+            let mine: Vec<&Value> = chunks
+                .iter()
+                .filter(|c| c["choices"][0]["index"] == index)
+                .collect();
+            let text: String = mine
+                .iter()
+                .map(|c| c["choices"][0]["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(text, "Hello from mock! Lorem ipsum");
+            assert_eq!(mine.last().unwrap()["choices"][0]["finish_reason"], "stop");
+            assert!(
+                mine[..mine.len() - 1]
+                    .iter()
+                    .all(|c| c["choices"][0]["finish_reason"].is_null())
+            );
+        }
+    }
 }

@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use super::{ChatStream, Provider, Upstream};
-use crate::config::{ProviderConfig, defaults};
 use crate::error::ProviderError;
 use crate::openai::{ChatRequest, type_name};
 use crate::sse::{self, SseReader};
@@ -28,14 +27,13 @@ pub struct Anthropic {
     max_tokens: u32,
 }
 
-pub fn new(up: Upstream, cfg: &ProviderConfig) -> Anthropic {
+/// `version` and `max_tokens` come from [`crate::config::ProviderKind::Anthropic`],
+/// which has defaulted them.
+pub fn new(up: Upstream, version: &str, max_tokens: u32) -> Anthropic {
     Anthropic {
         url: format!("{}/v1/messages", up.base_url),
-        version: cfg
-            .anthropic_version
-            .clone()
-            .unwrap_or_else(|| defaults::ANTHROPIC_VERSION.into()),
-        max_tokens: cfg.max_tokens.unwrap_or(defaults::ANTHROPIC_MAX_TOKENS),
+        version: version.to_string(),
+        max_tokens,
         up,
     }
 }

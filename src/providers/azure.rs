@@ -3,13 +3,17 @@
 //! `api-key` header. Streams pass through as they come, including Azure's
 //! leading chunk with empty `choices` (prompt filter results).
 
-use super::Upstream;
-use super::openai::OpenAi;
-use crate::config::ProviderConfig;
+use percent_encoding::utf8_percent_encode;
 
-pub fn new(up: Upstream, cfg: &ProviderConfig) -> OpenAi {
+use super::Upstream;
+use super::openai::{OpenAi, PATH_SEGMENT};
+
+/// `api_version` comes from [`crate::config::ProviderKind::Azure`].
+pub fn new(up: Upstream, api_version: &str) -> OpenAi {
     let prefix = format!("{}/openai/deployments/", up.base_url);
-    let version = cfg.api_version.as_deref().unwrap_or_default();
+    // Encoded like the deployment: a value from the config must not add a
+    // query parameter or a fragment, or make the URL invalid.
+    let version = utf8_percent_encode(api_version, PATH_SEGMENT);
     let suffix = format!("/chat/completions?api-version={version}");
     OpenAi::with_model_in_path(up, prefix, suffix, "api-key")
 }

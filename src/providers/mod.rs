@@ -57,10 +57,13 @@ pub trait ChatStream: Send {
 /// Build the provider for a config entry.
 pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     let upstream = Upstream::new(cfg, pool_size);
-    match cfg.kind {
+    match &cfg.kind {
         ProviderKind::OpenAi => Box::new(openai::OpenAi::new(upstream)),
-        ProviderKind::Azure => Box::new(azure::new(upstream, cfg)),
-        ProviderKind::Anthropic => Box::new(anthropic::new(upstream, cfg)),
+        ProviderKind::Azure { api_version } => Box::new(azure::new(upstream, api_version)),
+        ProviderKind::Anthropic {
+            version,
+            max_tokens,
+        } => Box::new(anthropic::new(upstream, version, *max_tokens)),
     }
 }
 

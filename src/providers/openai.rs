@@ -4,6 +4,7 @@
 
 use std::io::BufRead;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -67,7 +68,7 @@ impl OpenAi {
             format!(
                 "{}{}{}",
                 self.url_prefix,
-                percent_encode_segment(model_id),
+                utf8_percent_encode(model_id, PATH_SEGMENT),
                 self.url_suffix
             )
         } else {
@@ -83,18 +84,14 @@ impl OpenAi {
     }
 }
 
-/// Percent-encode a URL path segment (RFC 3986 unreserved characters pass).
-fn percent_encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// What is percent-encoded in a path segment (the deployment name) or a
+/// query value (Azure's api-version): all but RFC 3986's unreserved
+/// characters, so a value never adds a segment, a parameter or a fragment.
+pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Just enough of a `chat.completion` to know the body is one.
 #[derive(Deserialize)]
@@ -184,5 +181,44 @@ impl ChatStream for OpenAiStream<'_> {
 
     fn finish(&mut self) {
         self.up.drain(&mut self.events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn percent_encode_segment(s: &str) -> String {
+        utf8_percent_encode(s, PATH_SEGMENT).to_string()
+    }
+
+    #[test]
+    fn a_deployment_name_is_one_encoded_path_segment() {
+        // RFC 3986 unreserved characters pass; everything else, every byte
+        // of a multi-byte character included, is %XX (upper-case hex).
+        let all_unreserved = "AZaz09-._~";
+        assert_eq!(percent_encode_segment(all_unreserved), all_unreserved);
+        assert_eq!(
+            percent_encode_segment("a/b c?d#e%f&g=h+i:j@k!l'm(n)o*p,q;r$s"),
+            "a%2Fb%20c%3Fd%23e%25f%26g%3Dh%2Bi%3Aj%40k%21l%27m%28n%29o%2Ap%2Cq%3Br%24s"
+        );
+        assert_eq!(percent_encode_segment("é\u{0}\u{7f}.."), "%C3%A9%00%7F..");
+    }
+
+    #[test]
+    fn azure_urls_encode_the_deployment_and_the_api_version() {
+        let cfg = crate::config::Config::from_yaml(
+            "providers:\n  az: {type: azure, base_url: 'https://r.openai.azure.com/', api_version: '2024-10-21&x=1 #'}\nmodels:\n  m:\n    providers:\n      az: {priority: 0, model_id: 'my dep/1'}\n",
+        )
+        .unwrap();
+        let crate::config::ProviderKind::Azure { api_version } = &cfg.providers[0].kind else {
+            panic!("not azure");
+        };
+        let up = super::super::Upstream::new(&cfg.providers[0], 1);
+        let az = super::super::azure::new(up, api_version);
+        assert_eq!(
+            az.url("my dep/1"),
+            "https://r.openai.azure.com/openai/deployments/my%20dep%2F1/chat/completions?api-version=2024-10-21%26x%3D1%20%23"
+        );
     }
 }
