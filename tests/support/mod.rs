@@ -992,9 +992,15 @@ impl Bin {
     /// Start with `--config path` and `args`, logging at debug; returns
     /// once it logged the address it listens on.
     pub fn start(config: &str, args: &[&str]) -> Bin {
+        Bin::start_with_env(config, args, &[])
+    }
+
+    /// [`Bin::start`] with these environment variables set.
+    pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Bin {
         let mut child = std::process::Command::new(BIN)
             .args(["--config", config])
             .args(args)
+            .envs(env.iter().copied())
             .env("LLM_PROXY_LOG", "debug")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
