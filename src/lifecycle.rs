@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 use crate::app::{App, Hook};
 use crate::config::{Config, ConfigError};
 
+/// How long after `server.shutdown_timeout` a drain still waits for
+/// streams to end themselves (a stream blocked on a silent upstream sees
+/// the deadline at its next keep-alive tick, at most 5 s apart) before the
+/// process exits anyway. The systemd unit's `TimeoutStopSec=` must exceed
+/// `server.shutdown_timeout` plus this.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(6);
+
 /// Running, or draining until a deadline.
 #[derive(Default)]
 pub struct Phase {

@@ -31,7 +31,7 @@ use crate::app::{App, Hook};
 use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
 use crate::http;
-use crate::lifecycle::{self, Lifecycle, ReloadSummary, Source};
+use crate::lifecycle::{self, DRAIN_GRACE, Lifecycle, ReloadSummary, Source};
 use crate::routes;
 
 /// Stack for worker threads. Handlers are shallow; the largest users are
@@ -52,10 +52,6 @@ const TRIM_AFTER: usize = 64;
 /// and queue requests (std's default is 2 MiB).
 const CONNECTION_STACK: usize = 256 * 1024;
 
-/// How long after `server.shutdown_timeout` a drain still waits for
-/// streams to end themselves: a stream blocked on a silent upstream sees
-/// the deadline at its next keep-alive tick (at most 5 s apart).
-const DRAIN_GRACE: Duration = Duration::from_secs(6);
 /// How often the accept loop checks a drain's progress.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 

@@ -219,3 +219,24 @@ fn health_and_readiness_answer_get_and_head() {
     assert_eq!(status, 405, "{body}");
     assert!(h.contains(&("allow".into(), "GET, HEAD".into())), "{h:?}");
 }
+
+/// systemd SIGKILLs after `TimeoutStopSec=`: it must outlast the drain, so
+/// that `systemctl restart` (an upgrade through install.sh) drains.
+#[test]
+fn the_unit_outlasts_the_drain_and_reloads_with_sighup() {
+    let unit = include_str!("../scripts/llm-proxy.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key}= missing"))
+    };
+    let stop: f64 = setting("TimeoutStopSec").parse().unwrap();
+    let drain = llm_proxy::config::defaults::SHUTDOWN_TIMEOUT_SECS
+        + llm_proxy::lifecycle::DRAIN_GRACE.as_secs_f64();
+    assert!(stop > drain, "TimeoutStopSec={stop} <= {drain}");
+    assert_eq!(setting("KillSignal"), "SIGTERM");
+    assert_eq!(setting("ExecReload"), "/bin/kill -HUP $MAINPID");
+    // The README tells operators to raise both together.
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("TimeoutStopSec"), "README: TimeoutStopSec");
+}
