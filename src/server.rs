@@ -131,6 +131,17 @@ impl Handle {
         self.controller.clone()
     }
 
+    /// Re-read the config file; see [`Lifecycle::reload`].
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        self.controller.reload()
+    }
+
+    /// Begin a graceful drain; see [`Controller::drain`]. `join` returns
+    /// when it is over.
+    pub fn drain(&self) {
+        self.controller.drain()
+    }
+
     /// Block until the server stops. An error means it stopped on its own
     /// (the listener died, or the accept loop panicked): the caller should
     /// exit non-zero so that a supervisor restarts it.

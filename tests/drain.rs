@@ -240,3 +240,18 @@ fn the_unit_outlasts_the_drain_and_reloads_with_sighup() {
     let readme = include_str!("../README.md");
     assert!(readme.contains("TimeoutStopSec"), "README: TimeoutStopSec");
 }
+
+/// The drain as a function (what an embedder calls): with nothing in
+/// flight, `join` returns at once and the port is closed.
+#[test]
+fn handle_drain_with_nothing_in_flight_ends_at_once() {
+    let fake = Fake::ok("hi");
+    let mut proxy = Proxy::start(&config(&fake, "30"));
+    let handle = proxy.handle.take().unwrap();
+    let started = Instant::now();
+    handle.drain();
+    handle.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let refused = TcpStream::connect(proxy.addr).expect_err("closed");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}

@@ -242,3 +242,37 @@ models:
         Some("Bearer sk-first-key")
     );
 }
+
+/// The reload as a function (what `POST /admin/reload` calls): a summary on
+/// success, the `ConfigError` (file and YAML path) on failure.
+#[test]
+fn handle_reload_returns_a_summary_or_the_config_error() {
+    let down = Fake::new(Reply::error(500, "down"));
+    let old = answering("old");
+    let new = answering("new");
+    let cfg = ConfigFile::new(&config(&down, ("old", &old), None));
+    let source = llm_proxy::lifecycle::Source {
+        path: Some(cfg.path().into()),
+        host: Some("127.0.0.1".into()),
+        port: Some(0),
+    };
+    let handle = llm_proxy::start_from(source.load().unwrap(), None, source).unwrap();
+    let url = format!("http://{}", handle.addr());
+    assert_eq!(ask(&url, false), "old");
+
+    cfg.write(&config(&down, ("new", &new), None).replace("cooldown: 600", "cooldown: -1"));
+    let err = handle.reload().expect_err("invalid").to_string();
+    assert!(
+        err.contains(cfg.path()) && err.contains("failover.cooldown"),
+        "{err}"
+    );
+    assert_eq!(ask(&url, false), "old");
+
+    cfg.write(&config(&down, ("new", &new), Some(1)));
+    let summary = handle.reload().unwrap();
+    assert_eq!(summary.kept_breakers, vec!["down".to_string()]);
+    // --port 0 (here: `Source::port`) wins over the file: no restart needed.
+    assert!(summary.needs_restart.is_empty(), "{summary}");
+    assert_eq!(ask(&url, false), "new");
+    assert_eq!(down.count(), 1);
+}
