@@ -266,13 +266,24 @@ pub trait Control: Send + 'static {
     fn lifecycle(&self) -> &Arc<Lifecycle>;
 }
 
-/// Wait for SIGTERM, SIGINT and SIGHUP on a thread of their own, for as
-/// long as the process lives: the first SIGTERM/SIGINT drains, a second
-/// exits at once with status 128 + the signal (130 for SIGINT, 143 for
-/// SIGTERM), SIGHUP reloads.
-pub fn watch_signals(control: impl Control) -> std::io::Result<()> {
+/// SIGTERM, SIGINT and SIGHUP, caught (their default action, ending the
+/// process, no longer applies) and queued until [`watch_signals`] handles
+/// them. Call it before binding, so that a signal sent while the server
+/// starts is not lost.
+pub struct CaughtSignals(signal_hook::iterator::Signals);
+
+pub fn catch_signals() -> std::io::Result<CaughtSignals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map(CaughtSignals)
+}
+
+/// Handle the caught signals on a thread of their own, for as long as the
+/// process lives: the first SIGTERM/SIGINT drains, a second exits at once
+/// with status 128 + the signal (130 for SIGINT, 143 for SIGTERM), SIGHUP
+/// reloads.
+pub fn watch_signals(signals: CaughtSignals, control: impl Control) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let CaughtSignals(mut signals) = signals;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

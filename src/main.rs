@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use llm_proxy::lifecycle::{Source, watch_signals};
+use llm_proxy::lifecycle::{Source, catch_signals, watch_signals};
 
 const USAGE: &str = "\
 llm-proxy: an OpenAI-compatible proxy with priority failover across LLM providers
@@ -112,6 +112,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     llm_proxy::init_logging(config.server.log_level);
+    let signals = match catch_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("llm-proxy: cannot catch signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (models, providers) = (config.models.len(), config.providers.len());
     let addr = listen_addr(&config.server.host, config.server.port);
     let handle = match llm_proxy::start_from(config, None, source) {
@@ -124,7 +131,7 @@ fn main() -> ExitCode {
         }
     };
     // SIGTERM/SIGINT drain (a second one exits at once), SIGHUP reloads.
-    if let Err(e) = watch_signals(handle.controller()) {
+    if let Err(e) = watch_signals(signals, handle.controller()) {
         log::error!("cannot watch signals: {e}");
         eprintln!("llm-proxy: cannot watch signals: {e}");
         return ExitCode::from(1);

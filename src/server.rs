@@ -304,7 +304,14 @@ fn accept_loop(
         if let Some(deadline) = draining {
             let started = *drain_started.get_or_insert_with(Instant::now);
             if drain_over(pool, lifecycle, deadline, started) {
-                break;
+                // A request that arrived just before is still answered.
+                match server.try_recv() {
+                    Ok(Some(req)) => {
+                        pool.submit(req);
+                        continue;
+                    }
+                    _ => break,
+                }
             }
         }
         // Wake for the earliest queued request's deadline, and while
