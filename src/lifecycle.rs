@@ -45,10 +45,6 @@ impl Phase {
         *self.draining.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        self.drain_deadline()
-    }
-
     /// A stream was ended with `server_shutting_down`.
     pub fn note_stream_cut(&self) {
         self.cut.fetch_add(1, Ordering::Relaxed);
@@ -60,20 +56,24 @@ impl Phase {
 
     /// `/health/ready`: 200 while running, 503 once draining.
     pub fn is_ready(&self) -> bool {
-        self.deadline().is_none()
+        self.drain_deadline().is_none()
     }
 
     /// Draining and past `server.shutdown_timeout`: a stream still running
     /// must end now, with the `server_shutting_down` error event.
     pub fn shutdown_due(&self) -> bool {
-        self.deadline().is_some_and(|d| Instant::now() >= d)
+        self.shutdown_due_at(Instant::now())
+    }
+
+    fn shutdown_due_at(&self, now: Instant) -> bool {
+        self.drain_deadline().is_some_and(|d| now >= d)
     }
 
     /// Start draining; returns the deadline (the first one, if already
     /// draining).
-    fn begin_drain(&self, timeout: Duration) -> Instant {
+    fn begin_drain(&self, now: Instant, timeout: Duration) -> Instant {
         let mut d = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = *d.get_or_insert_with(|| Instant::now() + timeout);
+        let deadline = *d.get_or_insert_with(|| now + timeout);
         self.is_draining.store(true, Ordering::Release);
         deadline
     }
@@ -181,7 +181,7 @@ impl Lifecycle {
     /// still running at the returned deadline end with an error event.
     pub fn begin_drain(&self) -> Instant {
         let timeout = self.current().config.server.shutdown_timeout;
-        self.phase.begin_drain(timeout)
+        self.phase.begin_drain(Instant::now(), timeout)
     }
 
     /// Re-read and validate the config file; if valid, new requests use it
@@ -367,4 +367,25 @@ pub fn answer_health(
         log::debug!("client went away before the response was written: {e}");
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_drains_once_until_its_first_deadline() {
+        let phase = Phase::default();
+        let t0 = Instant::now();
+        assert!(phase.is_ready());
+        assert!(!phase.shutdown_due_at(t0 + Duration::from_secs(3600)));
+        let deadline = phase.begin_drain(t0, Duration::from_secs(30));
+        assert_eq!(deadline, t0 + Duration::from_secs(30));
+        assert!(!phase.is_ready());
+        // A second signal or call does not move the deadline.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(phase.begin_drain(later, Duration::from_secs(30)), deadline);
+        assert!(!phase.shutdown_due_at(deadline - Duration::from_nanos(1)));
+        assert!(phase.shutdown_due_at(deadline));
+    }
 }
