@@ -1,11 +1,14 @@
 //! The state every request handler shares: the config, one provider (and so
-//! one ureq agent) per configured provider, and the breakers.
+//! one ureq agent) per configured provider, and the breakers. A live reload
+//! builds a new `App` (see `crate::lifecycle`); requests in flight keep the
+//! one they started on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::health::{Health, SystemClock};
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::providers::{self, Provider};
 
 /// Called at the start of every request with the request path. Embedders
@@ -20,31 +23,55 @@ pub struct App {
     /// Unix time the proxy started, reported as each model's `created`.
     pub created: u64,
     pub hook: Option<Hook>,
+    /// Running or draining: readiness, and when streams must end.
+    pub phase: Arc<Phase>,
+    /// For `lifecycle.reload()` from a handler (`POST /admin/reload`).
+    pub lifecycle: Weak<Lifecycle>,
 }
 
 impl App {
-    pub fn new(config: Config, hook: Option<Hook>) -> App {
+    /// Build the app for `config`. With `previous` (a reload), providers
+    /// whose (name, type, base URL) is unchanged keep their breaker state;
+    /// their indexes are returned.
+    pub fn new(
+        config: Config,
+        hook: Option<Hook>,
+        phase: Arc<Phase>,
+        lifecycle: Weak<Lifecycle>,
+        previous: Option<&App>,
+    ) -> (App, Vec<usize>) {
         let providers = config
             .providers
             .iter()
             .map(|p| providers::build(p, config.server.workers))
             .collect();
-        let health = Health::new(
-            config.providers.len(),
+        let keys = config
+            .providers
+            .iter()
+            .map(|p| format!("{}\n{}\n{}", p.name, p.kind.as_str(), p.base_url))
+            .collect();
+        let (health, kept) = Health::carry_over(
+            keys,
             config.failover.max_failures,
             config.failover.cooldown,
             Box::new(SystemClock),
+            previous.map(|p| &p.health),
         );
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        App {
+        let created = previous.map(|p| p.created).unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
+        let app = App {
             config,
             providers,
             health,
             created,
             hook,
-        }
+            phase,
+            lifecycle,
+        };
+        (app, kept)
     }
 }

@@ -25,6 +25,9 @@ pub mod defaults {
     pub const QUEUE_TIMEOUT_SECS: f64 = 5.0;
     pub const CLIENT_TIMEOUT_SECS: f64 = 30.0;
     pub const HEADER_TIMEOUT_SECS: f64 = 10.0;
+    /// How long a drain (SIGTERM) lets requests in flight run; the systemd
+    /// unit's `TimeoutStopSec=` must exceed it.
+    pub const SHUTDOWN_TIMEOUT_SECS: f64 = 30.0;
     /// 1,000 streams plus headroom; `TasksMax=` in the unit allows for it.
     pub const MAX_CONNECTIONS: usize = 2048;
     pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
@@ -52,6 +55,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error that is not about one YAML path.
+    pub(crate) fn message(message: impl Into<String>) -> ConfigError {
+        ConfigError::one(message)
+    }
+
     fn one(message: impl Into<String>) -> ConfigError {
         ConfigError::many(vec![message.into()])
     }
@@ -144,6 +152,7 @@ struct RawServer {
     queue_timeout: Option<Value>,
     client_timeout: Option<Value>,
     header_timeout: Option<Value>,
+    shutdown_timeout: Option<Value>,
     max_connections: Option<Value>,
     max_body_bytes: Option<Value>,
     log_level: Option<String>,
@@ -344,6 +353,8 @@ pub struct ServerConfig {
     pub client_timeout: Duration,
     /// A whole request head must arrive within this, from its first byte.
     pub header_timeout: Duration,
+    /// How long a drain waits for requests in flight before ending streams.
+    pub shutdown_timeout: Duration,
     /// Open client connections at most; more are answered 503 and closed.
     pub max_connections: usize,
     pub max_body_bytes: u64,
@@ -474,7 +485,7 @@ impl Config {
         let sv = &self.server;
         let _ = writeln!(
             s,
-            "server: {}:{} workers={} max_connections={} queue_timeout={}s client_timeout={}s header_timeout={}s max_body_bytes={} log_level={}",
+            "server: {}:{} workers={} max_connections={} queue_timeout={}s client_timeout={}s header_timeout={}s shutdown_timeout={}s max_body_bytes={} log_level={}",
             sv.host,
             sv.port,
             sv.workers,
@@ -482,6 +493,7 @@ impl Config {
             sv.queue_timeout.as_secs_f64(),
             sv.client_timeout.as_secs_f64(),
             sv.header_timeout.as_secs_f64(),
+            sv.shutdown_timeout.as_secs_f64(),
             sv.max_body_bytes,
             sv.log_level
         );
@@ -768,6 +780,11 @@ fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
             "server.header_timeout",
             s.header_timeout,
             defaults::HEADER_TIMEOUT_SECS,
+        )),
+        shutdown_timeout: x.check(x.secs(
+            "server.shutdown_timeout",
+            s.shutdown_timeout,
+            defaults::SHUTDOWN_TIMEOUT_SECS,
         )),
         max_connections: x
             .check(x.int("server.max_connections", s.max_connections, 1..=1_000_000))

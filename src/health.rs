@@ -34,12 +34,18 @@
 //! The lock is never held across a network call: [`Health::admit`] takes a
 //! [`Permit`], the caller does its request, then reports on the permit.
 //!
+//! A live reload builds a new `Health` from the old one
+//! ([`Health::carry_over`]): a provider whose key (name, type, base URL) is
+//! unchanged shares its breaker with the old `Health`, so its cooldown goes
+//! on, and requests still in flight on the old config report to the same
+//! breaker. Per-key state added later (e.g. client rate limits keyed by key
+//! name) is carried over the same way: an `Arc` per entry, keyed by name.
+//!
 //! Time comes from the [`Clock`] given to [`Health::new`]: the process uses
 //! [`SystemClock`], tests a clock they move by hand, so cooldowns and
 //! `Retry-After` are tested without sleeping or racing a loaded machine.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Where [`Health`] reads the time.
@@ -126,10 +132,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if (self.probe || self.pending) && !self.done {
-            let mut map = self.health.write();
-            if let Some(b) = map.get_mut(&self.provider) {
-                b.release(self);
-            }
+            self.health.write(self.provider).release(self);
         }
     }
 }
@@ -145,7 +148,11 @@ pub struct Health {
     max_failures: u32,
     cooldown: Duration,
     clock: Box<dyn Clock>,
-    breakers: RwLock<HashMap<usize, Breaker>>,
+    /// Indexed like the config's providers; shared with the `Health` of
+    /// the config before a reload where the provider's key is unchanged.
+    breakers: Vec<Arc<RwLock<Breaker>>>,
+    /// What identifies each provider's breaker across reloads.
+    keys: Vec<String>,
 }
 
 impl Health {
@@ -155,23 +162,63 @@ impl Health {
         cooldown: Duration,
         clock: Box<dyn Clock>,
     ) -> Health {
-        let breakers = (0..providers).map(|i| (i, Breaker::default())).collect();
-        Health {
+        let keys = (0..providers).map(|i| i.to_string()).collect();
+        Health::carry_over(keys, max_failures, cooldown, clock, None).0
+    }
+
+    /// A `Health` for providers identified by `keys` (one per provider,
+    /// in config order). A key also in `previous` shares its breaker with
+    /// it; the others start closed. Returns the indexes of the providers
+    /// whose breaker was carried over.
+    pub fn carry_over(
+        keys: Vec<String>,
+        max_failures: u32,
+        cooldown: Duration,
+        clock: Box<dyn Clock>,
+        previous: Option<&Health>,
+    ) -> (Health, Vec<usize>) {
+        let mut kept = Vec::new();
+        let breakers = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let old = previous.and_then(|p| {
+                    p.keys
+                        .iter()
+                        .position(|k| k == key)
+                        .map(|j| p.breakers[j].clone())
+                });
+                match old {
+                    Some(b) => {
+                        kept.push(i);
+                        b
+                    }
+                    None => Arc::default(),
+                }
+            })
+            .collect();
+        let health = Health {
             max_failures,
             cooldown,
             clock,
-            breakers: RwLock::new(breakers),
-        }
+            breakers,
+            keys,
+        };
+        (health, kept)
     }
 
     // A poisoned lock only means a panic elsewhere while holding it; the
     // breaker data is plain counters and instants, still usable.
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<usize, Breaker>> {
-        self.breakers.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self, provider: usize) -> RwLockWriteGuard<'_, Breaker> {
+        self.breakers[provider]
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<usize, Breaker>> {
-        self.breakers.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self, provider: usize) -> RwLockReadGuard<'_, Breaker> {
+        self.breakers[provider]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// May a request go to `provider` now?
@@ -189,8 +236,7 @@ impl Health {
         let now = self.clock.now();
         {
             // Fast path: a healthy provider needs only the read lock.
-            let map = self.read();
-            let b = &map[&provider];
+            let b = self.read(provider);
             if b.proven && b.open_until.is_none() && b.rate_limited_until.is_none_or(|t| t <= now) {
                 return Ok(self.permit(provider, false, false));
             }
@@ -198,8 +244,7 @@ impl Health {
                 return Err(Skip::CoolingDown(t));
             }
         }
-        let mut map = self.write();
-        let b = map.get_mut(&provider).expect("provider index");
+        let mut b = self.write(provider);
         if let Some(t) = b.blocked_until(now) {
             return Err(Skip::CoolingDown(t));
         }
@@ -241,13 +286,12 @@ impl Health {
             return;
         }
         {
-            let map = self.read();
-            if map[&permit.provider].proven && !permit.pending {
+            let b = self.read(permit.provider);
+            if b.proven && !permit.pending {
                 return;
             }
         }
-        let mut map = self.write();
-        let b = map.get_mut(&permit.provider).expect("provider index");
+        let mut b = self.write(permit.provider);
         b.proven = true;
         b.release(permit);
         permit.pending = false;
@@ -257,14 +301,12 @@ impl Health {
     pub fn success(&self, mut permit: Permit<'_>) {
         permit.done = true;
         if !permit.probe && !permit.pending {
-            let map = self.read();
-            let b = &map[&permit.provider];
+            let b = self.read(permit.provider);
             if b.proven && b.consecutive == 0 && b.open_until.is_none() {
                 return;
             }
         }
-        let mut map = self.write();
-        let b = map.get_mut(&permit.provider).expect("provider index");
+        let mut b = self.write(permit.provider);
         if b.open_until.is_some() {
             log::info!("provider {} recovered; breaker closed", permit.provider);
         }
@@ -284,8 +326,7 @@ impl Health {
     ) -> bool {
         permit.done = true;
         let now = self.clock.now();
-        let mut map = self.write();
-        let b = map.get_mut(&permit.provider).expect("provider index");
+        let mut b = self.write(permit.provider);
         b.consecutive = b.consecutive.saturating_add(1);
         b.proven = false;
         b.release(&permit);
@@ -305,8 +346,7 @@ impl Health {
     /// The state of one provider.
     pub fn status(&self, provider: usize) -> Status {
         let now = self.clock.now();
-        let map = self.read();
-        let b = &map[&provider];
+        let b = self.read(provider);
         Status {
             available_in: b.blocked_until(now).map(|t| t - now),
             last_error: b.last_error.clone(),
@@ -387,6 +427,43 @@ mod tests {
     }
 
     #[test]
+    fn carry_over_keeps_the_breakers_of_unchanged_keys_only() {
+        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let cooldown = Duration::from_secs(600);
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (old, kept) = Health::carry_over(
+            keys(&["a", "b"]),
+            1,
+            cooldown,
+            Box::new(clock.clone()),
+            None,
+        );
+        assert!(kept.is_empty());
+        assert!(old.failure(old.admit(0).unwrap(), "down", None));
+        assert!(old.failure(old.admit(1).unwrap(), "down", None));
+        // "a" moved to index 1 and is kept; "b" changed (e.g. its base URL).
+        let (new, kept) = Health::carry_over(
+            keys(&["b2", "a"]),
+            1,
+            cooldown,
+            Box::new(clock.clone()),
+            Some(&old),
+        );
+        assert_eq!(kept, vec![1]);
+        assert!(matches!(new.admit(1), Err(Skip::CoolingDown(_))));
+        assert_eq!(new.status(1).last_error.as_deref(), Some("down"));
+        assert!(new.admit(0).is_ok());
+        // Shared, not copied: a verdict on the old one (a request in
+        // flight across the reload) is seen by the new one.
+        clock.advance(cooldown);
+        let probe = old.admit(0).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(new.admit(1).err(), Some(Skip::ProbeInFlight));
+        old.success(probe);
+        assert!(new.admit(1).is_ok());
+    }
+
+    #[test]
     fn success_resets_count() {
         let (h, _) = health(3, Duration::from_secs(60));
         for _ in 0..2 {
@@ -438,9 +515,9 @@ mod tests {
         assert!(h.failure(held.next().unwrap(), "x", None));
         assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
         // The 99 admitted while proven were never counted as pending.
-        assert_eq!(h.read()[&0].pending, 0);
+        assert_eq!(h.read(0).pending, 0);
         drop(many);
-        assert_eq!(h.read()[&0].pending, 0);
+        assert_eq!(h.read(0).pending, 0);
     }
 
     #[test]
@@ -462,14 +539,14 @@ mod tests {
         let mut streams: Vec<_> = (0..2).map(|_| h.admit(0).unwrap()).collect();
         assert_eq!(h.admit(0).err(), Some(Skip::Pending));
         h.answered(&mut streams[0]);
-        assert_eq!(h.read()[&0].pending, 1);
+        assert_eq!(h.read(0).pending, 1);
         assert!((0..10).all(|_| h.admit(0).is_ok()));
         // Its end is still a verdict, and a failure bounds again.
         let first = streams.remove(0);
         h.failure(first, "cut mid-stream", None);
         assert_eq!(h.admit(0).err(), Some(Skip::Pending));
         drop(streams);
-        assert_eq!(h.read()[&0].pending, 0);
+        assert_eq!(h.read(0).pending, 0);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 mod health;
 mod http;
+pub mod lifecycle;
 mod openai;
 mod providers;
 mod router;
@@ -25,7 +26,7 @@ mod trim;
 
 pub use app::Hook;
 pub use config::{Config, ConfigError};
-pub use server::{Handle, serve, start};
+pub use server::{Controller, Handle, serve, serve_from, start, start_from};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.
 pub fn init_logging(config_level: log::LevelFilter) {

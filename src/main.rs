@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use llm_proxy::Config;
+use llm_proxy::lifecycle::{Source, catch_signals, watch_signals};
 
 const USAGE: &str = "\
 llm-proxy: an OpenAI-compatible proxy with priority failover across LLM providers
@@ -93,28 +93,35 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut config = match Config::load(&args.config) {
+    // A reload (SIGHUP) reads the file again with the same overrides.
+    let source = Source {
+        path: Some(args.config.clone()),
+        host: args.host,
+        port: args.port,
+    };
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("llm-proxy: invalid config: {e}");
             return ExitCode::from(1);
         }
     };
-    if let Some(h) = args.host {
-        config.server.host = h;
-    }
-    if let Some(p) = args.port {
-        config.server.port = p;
-    }
     if args.check {
         println!("config OK: {}", args.config.display());
         print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
     llm_proxy::init_logging(config.server.log_level);
+    let signals = match catch_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("llm-proxy: cannot catch signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (models, providers) = (config.models.len(), config.providers.len());
     let addr = listen_addr(&config.server.host, config.server.port);
-    let handle = match llm_proxy::start(config, None) {
+    let handle = match llm_proxy::start_from(config, None, source) {
         Ok(h) => h,
         Err(e) => {
             let why = listen_failure(&e);
@@ -123,12 +130,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGTERM/SIGINT drain (a second one exits at once), SIGHUP reloads.
+    if let Err(e) = watch_signals(signals, handle.controller()) {
+        log::error!("cannot watch signals: {e}");
+        eprintln!("llm-proxy: cannot watch signals: {e}");
+        return ExitCode::from(1);
+    }
     log::info!(
         "llm-proxy {} listening on http://{} ({models} models, {providers} providers)",
         env!("CARGO_PKG_VERSION"),
         handle.addr()
     );
     match handle.join() {
+        // Only a drain ends the server without an error.
         Ok(()) => ExitCode::SUCCESS,
         // The listener is gone while the process lives on: exit non-zero so
         // that systemd's Restart=on-failure starts a fresh one.

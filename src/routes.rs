@@ -48,9 +48,16 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         hook(&path);
     }
     let base = || -> Headers { vec![("x-request-id", rid.to_string())] };
+    // llm-proxy drain hook (branch `drain`): liveness and readiness, GET
+    // and HEAD. On `core` these become `Route::Health` / `Route::Ready`.
+    if path == "/health" || path == "/health/ready" {
+        let req = slot.take().expect("request");
+        let status = crate::lifecycle::answer_health(req, &path, &app.phase, base());
+        return Outcome::status(status);
+    }
     let allowed = match path.as_str() {
         "/v1/chat/completions" => "POST",
-        "/v1/models" | "/health" => "GET",
+        "/v1/models" => "GET",
         p if p.starts_with("/v1/models/") => "GET",
         _ => {
             let err = ProxyError::no_route(method.as_str(), &path);
@@ -66,16 +73,6 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         return Outcome::status(405);
     }
     match (method, path.as_str()) {
-        (Method::Get, "/health") => {
-            http::send_json(
-                slot.take().expect("request"),
-                200,
-                base(),
-                br#"{"status":"ok"}"#,
-                false,
-            );
-            Outcome::status(200)
-        }
         (Method::Get, "/v1/models") => {
             let data: Vec<_> = app
                 .config
@@ -261,9 +258,17 @@ fn relay(
     // failed write is a client that left, which ends the upstream read at
     // once and is not the provider's fault.
     let gone = Rc::new(Cell::new(false));
+    // llm-proxy drain hook (branch `drain`): a stream blocked on a silent
+    // upstream sees the drain's deadline at its next keep-alive tick.
+    let shutting = Rc::new(Cell::new(false));
     let keep_alive = {
         let (out, gone) = (out.clone(), gone.clone());
+        let (phase, shutting) = (app.phase.clone(), shutting.clone());
         deadline::on_silence(keep_alive_every(idle), move || {
+            if phase.shutdown_due() {
+                shutting.set(true);
+                return Err(std::io::Error::other("the proxy is shutting down"));
+            }
             let sent = out.borrow_mut().send(KEEP_ALIVE);
             gone.set(sent.is_err());
             sent
@@ -276,6 +281,13 @@ fn relay(
         return "complete";
     }
     loop {
+        // llm-proxy drain hook (branch `drain`): past the drain's deadline
+        // (`server.shutdown_timeout` after SIGTERM), end the stream with the
+        // `server_shutting_down` error event and no [DONE]. On `core`, this
+        // and the `shutting` arm below become `StreamEnd::Shutdown`.
+        if app.phase.shutdown_due() {
+            return shut_down(app, out, keep_alive, provider, rid);
+        }
         match stream.next_event() {
             Ok(Some(event)) => {
                 if let Err(e) = out.borrow_mut().send(&event) {
@@ -296,6 +308,9 @@ fn relay(
                 let _ = sent.and_then(|_| end_body(out, keep_alive));
                 app.health.success(permit);
                 return "complete";
+            }
+            Err(_) if shutting.get() => {
+                return shut_down(app, out, keep_alive, provider, rid);
             }
             Err(_) if gone.get() => {
                 log::info!("{rid} client went away while provider {provider} was silent");
@@ -321,4 +336,32 @@ fn relay(
             }
         }
     }
+}
+
+/// llm-proxy drain hook (branch `drain`): end a stream that is still running
+/// at the drain's deadline with the `server_shutting_down` error event and
+/// no `[DONE]`. Not the provider's fault: its permit is dropped without a
+/// verdict. On `core` this is `StreamEnd::Shutdown` and the error comes
+/// from the `ErrorKind` table.
+fn shut_down(
+    app: &App,
+    out: Rc<RefCell<EventWriter>>,
+    keep_alive: deadline::SilenceGuard,
+    provider: &str,
+    rid: &str,
+) -> &'static str {
+    log::info!("{rid} stream from provider {provider} ended: server.shutdown_timeout passed");
+    app.phase.note_stream_cut();
+    let err = json!({
+        "error": {
+            "message": "The proxy is shutting down and ended this stream before it completed; retry the request",
+            "type": "server_error",
+            "param": null,
+            "code": "server_shutting_down",
+        }
+    });
+    let event = sse::data_event(err.to_string().as_bytes());
+    let sent = out.borrow_mut().send(&event);
+    let _ = sent.and_then(|_| end_body(out, keep_alive));
+    "shutdown"
 }

@@ -6,6 +6,14 @@
 //! `queue_timeout`, then get a 503 with `Retry-After`. Worker threads are
 //! started on demand up to the bound and exit after a minute idle, so an
 //! idle proxy stays small.
+//!
+//! Drain (`Controller::drain`, on SIGTERM/SIGINT): the listening socket is
+//! closed at once (a new connection is refused), connections already open
+//! are still served (a keep-alive client's next request is answered, and
+//! `/health/ready` answers it 503), and the accept loop ends once no
+//! request is in flight, or `DRAIN_GRACE` after `server.shutdown_timeout`
+//! (streams still running at the timeout end themselves with the
+//! `server_shutting_down` error event; the grace lets them).
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,9 +28,10 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tiny_http::Request;
 
 use crate::app::{App, Hook};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
 use crate::http;
+use crate::lifecycle::{self, DRAIN_GRACE, Lifecycle, ReloadSummary, Source};
 use crate::routes;
 
 /// Stack for worker threads. Handlers are shallow; the largest users are
@@ -43,12 +52,64 @@ const TRIM_AFTER: usize = 64;
 /// and queue requests (std's default is 2 MiB).
 const CONNECTION_STACK: usize = 256 * 1024;
 
+/// How often the accept loop checks a drain's progress.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// A running server.
 pub struct Handle {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
     accept: Option<thread::JoinHandle<Exit>>,
+    controller: Controller,
+}
+
+/// Drains and reloads a running server, from any thread (the signal
+/// thread, an admin endpoint).
+#[derive(Clone)]
+pub struct Controller {
+    server: Arc<tiny_http::Server>,
+    pool: Pool,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Controller {
+    /// Begin a graceful drain: refuse new connections, answer
+    /// `/health/ready` 503, let requests in flight finish until
+    /// `server.shutdown_timeout`, then end the streams still running.
+    /// `Handle::join` returns once the drain is over.
+    pub fn drain(&self) {
+        let deadline = self.lifecycle.begin_drain();
+        let in_flight = self.pool.in_flight();
+        self.server.stop_listening();
+        log::info!(
+            "draining: {in_flight} requests in flight; new connections are refused; streams still running in {:.1} s are ended",
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+        );
+        // Wake the accept loop so that it starts watching the drain.
+        self.server.unblock();
+    }
+
+    /// Re-read the config file; see [`Lifecycle::reload`].
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        self.lifecycle.reload()
+    }
+
+    /// Requests admitted or queued and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.pool.in_flight()
+    }
+}
+
+impl lifecycle::Control for Controller {
+    fn drain(&self) {
+        Controller::drain(self)
+    }
+    fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
 }
 
 /// How the accept loop ended.
@@ -63,6 +124,22 @@ impl Handle {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Drain and reload this server from another thread.
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
+    }
+
+    /// Re-read the config file; see [`Lifecycle::reload`].
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        self.controller.reload()
+    }
+
+    /// Begin a graceful drain; see [`Controller::drain`]. `join` returns
+    /// when it is over.
+    pub fn drain(&self) {
+        self.controller.drain()
     }
 
     /// Block until the server stops. An error means it stopped on its own
@@ -105,17 +182,33 @@ impl Drop for Handle {
 
 /// Bind per the config and start serving in background threads.
 pub fn start(config: Config, hook: Option<Hook>) -> io::Result<Handle> {
+    start_from(config, hook, Source::default())
+}
+
+/// [`start`], remembering where the config came from so that
+/// [`Controller::reload`] can read it again.
+pub fn start_from(config: Config, hook: Option<Hook>, source: Source) -> io::Result<Handle> {
     let addr = (config.server.host.as_str(), config.server.port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::other("the host resolved to no address"))?;
     let listener = listen(addr, config.server.client_timeout)?;
-    serve(listener, config, hook)
+    serve_from(listener, config, hook, source)
 }
 
 /// Serve on a listener that is already bound and listening (systemd socket
 /// activation, tests). The socket options `start` sets are applied to it.
 pub fn serve(listener: TcpListener, config: Config, hook: Option<Hook>) -> io::Result<Handle> {
+    serve_from(listener, config, hook, Source::default())
+}
+
+/// [`serve`] with the config's [`Source`].
+pub fn serve_from(
+    listener: TcpListener,
+    config: Config,
+    hook: Option<Hook>,
+    source: Source,
+) -> io::Result<Handle> {
     configure(&SockRef::from(&listener), config.server.client_timeout)?;
     let addr = listener.local_addr()?;
     let limits = tiny_http::Limits {
@@ -127,21 +220,27 @@ pub fn serve(listener: TcpListener, config: Config, hook: Option<Hook>) -> io::R
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let server = Arc::new(server);
-    let app = Arc::new(App::new(config, hook));
-    let pool = Pool::new(app);
+    let lifecycle = Lifecycle::new(config, hook, source);
+    let pool = Pool::new(lifecycle.clone());
     let stop = Arc::new(AtomicBool::new(false));
+    let controller = Controller {
+        server: server.clone(),
+        pool: pool.clone(),
+        lifecycle: lifecycle.clone(),
+    };
     let accept = {
         let server = server.clone();
         let stop = stop.clone();
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(&server, &pool, &stop))?
+            .spawn(move || accept_loop(&server, &pool, &lifecycle, &stop))?
     };
     Ok(Handle {
         addr,
         server,
         stop,
         accept: Some(accept),
+        controller,
     })
 }
 
@@ -192,14 +291,40 @@ fn listener_error_body(status: u16, message: &str) -> String {
     err.body().to_string()
 }
 
-fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) -> Exit {
+fn accept_loop(
+    server: &tiny_http::Server,
+    pool: &Pool,
+    lifecycle: &Lifecycle,
+    stop: &AtomicBool,
+) -> Exit {
     let mut exit = Exit::Stopped;
+    let mut drain_started = None;
     while !stop.load(Ordering::SeqCst) {
-        // Wake for the earliest queued request's deadline.
+        let draining = lifecycle.phase().drain_deadline();
+        if let Some(deadline) = draining {
+            let started = *drain_started.get_or_insert_with(Instant::now);
+            if drain_over(pool, lifecycle, deadline, started) {
+                // A request that arrived just before is still answered.
+                match server.try_recv() {
+                    Ok(Some(req)) => {
+                        pool.submit(req);
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Wake for the earliest queued request's deadline, and while
+        // draining, often enough to see the last request end.
         let wait = pool
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
+        let wait = if draining.is_some() {
+            wait.min(DRAIN_POLL)
+        } else {
+            wait
+        };
         match server.recv_timeout(wait) {
             Ok(Some(req)) => pool.submit(req),
             Ok(None) => {}
@@ -215,6 +340,32 @@ fn accept_loop(server: &tiny_http::Server, pool: &Pool, stop: &AtomicBool) -> Ex
     }
     pool.shutdown();
     exit
+}
+
+/// Is the drain over (nothing in flight, or the grace after the deadline
+/// has passed)? Logs its end.
+fn drain_over(pool: &Pool, lifecycle: &Lifecycle, deadline: Instant, started: Instant) -> bool {
+    let in_flight = pool.in_flight();
+    let took = started.elapsed().as_secs_f64();
+    let cut = lifecycle.phase().streams_cut();
+    if in_flight == 0 {
+        if cut == 0 {
+            log::info!("drained: every request finished ({took:.1} s); exiting");
+        } else {
+            log::info!(
+                "drained ({took:.1} s): {cut} streams still running at server.shutdown_timeout were ended with server_shutting_down; exiting"
+            );
+        }
+        return true;
+    }
+    if Instant::now() >= deadline + DRAIN_GRACE {
+        log::warn!(
+            "drain: {in_flight} requests still running {:.0} s after server.shutdown_timeout ({cut} streams ended); exiting anyway ({took:.1} s)",
+            DRAIN_GRACE.as_secs_f64()
+        );
+        return true;
+    }
+    false
 }
 
 struct State {
@@ -235,7 +386,8 @@ struct State {
 struct PoolInner {
     state: Mutex<State>,
     work: Condvar,
-    app: Arc<App>,
+    /// The current app: each request takes it once, at its start.
+    lifecycle: Arc<Lifecycle>,
     max: usize,
     queue_timeout: Duration,
 }
@@ -244,7 +396,9 @@ struct PoolInner {
 struct Pool(Arc<PoolInner>);
 
 impl Pool {
-    fn new(app: Arc<App>) -> Pool {
+    fn new(lifecycle: Arc<Lifecycle>) -> Pool {
+        let app = lifecycle.current();
+        // Fixed at start; a reload that changes them says they need a restart.
         let max = app.config.server.workers;
         let queue_timeout = app.config.server.queue_timeout;
         Pool(Arc::new(PoolInner {
@@ -258,7 +412,7 @@ impl Pool {
                 peak_active: 0,
             }),
             work: Condvar::new(),
-            app,
+            lifecycle,
             max,
             queue_timeout,
         }))
@@ -320,6 +474,11 @@ impl Pool {
         None
     }
 
+    fn in_flight(&self) -> usize {
+        let st = self.lock();
+        st.active.saturating_add(st.waiting.len())
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.lock().waiting.front().map(|(_, d)| *d)
     }
@@ -368,7 +527,9 @@ impl Pool {
                 continue;
             };
             drop(st);
-            handle(&self.0.app, req);
+            let app = self.0.lifecycle.current();
+            handle(&app, req);
+            drop(app);
             st = self.lock();
             // Hand this thread straight to the longest-waiting request.
             match st.waiting.pop_front() {

@@ -89,7 +89,7 @@ fn health_models_and_unknown_routes() {
 
     let r = p.post("/health", "{}");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     r.error();
     let r = p.get("/v1/chat/completions");
     assert_eq!(r.status, 405);

@@ -80,6 +80,11 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Wait for the gate, then answer.
     After(Gate, Box<Reply>),
+    /// `stream` to a request with `"stream": true`, else `json`.
+    ByStream {
+        json: Box<Reply>,
+        stream: Box<Reply>,
+    },
 }
 
 impl Reply {
@@ -329,6 +334,14 @@ fn serve(conn: TcpStream, s: &Shared) {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| s.default.lock().unwrap().clone());
+        let reply = match reply {
+            Reply::ByStream { json, stream } => {
+                let streaming = serde_json::from_slice::<Value>(&req.body)
+                    .is_ok_and(|v| v["stream"] == json!(true));
+                if streaming { *stream } else { *json }
+            }
+            other => other,
+        };
         {
             let mut r = s.received.lock().unwrap();
             r.push(req);
@@ -462,6 +475,7 @@ fn answer(conn: &mut TcpStream, reply: Reply, s: &Shared) -> bool {
             g.wait(Duration::from_secs(20));
             answer(conn, *r, s)
         }
+        Reply::ByStream { json, .. } => answer(conn, *json, s),
     }
 }
 
@@ -932,4 +946,205 @@ pub fn leaked_fragments(text: &str, secret: &str, n: usize) -> Vec<String> {
         .filter(|(_, f)| *f)
         .map(|(w, _)| String::from_utf8_lossy(w).into_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The binary as a subprocess, for what only a process has: signals, its
+// exit status, its log.
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_llm-proxy");
+
+/// A config file the test can rewrite (a live reload reads it again).
+pub struct ConfigFile(pub tempfile::TempPath);
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let c = ConfigFile(f.into_temp_path());
+        c.write(text);
+        c
+    }
+    /// Replace the file's content in one step (write beside it, rename), as
+    /// an editor or a config manager does.
+    pub fn write(&self, text: &str) {
+        let tmp = format!("{}.new", self.0.display());
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.0).unwrap();
+    }
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+/// The proxy binary, running, with its stderr (the log) read line by line.
+pub struct Bin {
+    pub pid: u32,
+    /// The exit status, sent by a thread blocked in `wait`.
+    exited: std::sync::mpsc::Receiver<i32>,
+    status: Option<i32>,
+    pub url: String,
+    pub addr: SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Bin {
+    /// Start with `--config path` and `args`, logging at debug; returns
+    /// once it logged the address it listens on.
+    pub fn start(config: &str, args: &[&str]) -> Bin {
+        Bin::start_with_env(config, args, &[])
+    }
+
+    /// [`Bin::start`] with these environment variables set.
+    pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Bin {
+        let mut child = std::process::Command::new(BIN)
+            .args(["--config", config])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("LLM_PROXY_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let pid = child.id();
+        let (done, exited) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let code = child.wait().unwrap().code().unwrap_or(-1);
+            let _ = done.send(code);
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut bin = Bin {
+            pid,
+            exited,
+            status: None,
+            url: String::new(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            lines,
+            log: Vec::new(),
+        };
+        let line = bin.wait_for("listening on http://");
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        bin.addr = url.trim_start_matches("http://").parse().unwrap();
+        bin.url = url;
+        bin
+    }
+
+    /// Block until a log line containing `needle` arrives (20 s at most).
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}; got {:#?}", self.log));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Send a signal (`TERM`, `INT`, `HUP`) to this process, by its PID.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit (at most `max`); its exit status, or
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, max: Duration) -> Option<i32> {
+        if self.status.is_none() {
+            self.status = self.exited.recv_timeout(max).ok();
+        }
+        self.status
+    }
+
+    /// Everything logged so far (drains the lines already sent).
+    pub fn log_text(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        self.log.join("\n")
+    }
+
+    /// Everything it logged, once it has exited (the pipe is at EOF).
+    pub fn full_log(&mut self) -> String {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(l);
+        }
+        self.log.join("\n")
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        if self.wait_exit(Duration::ZERO).is_none() {
+            // Not `signal`: a destructor must not panic.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+            let _ = self.wait_exit(Duration::from_secs(10));
+        }
+    }
+}
+
+/// One request on a raw connection that stays open (keep-alive): the
+/// status, the headers (names lowercased) and the body as read by its
+/// `Content-Length` (none for HEAD).
+pub fn raw_request(
+    conn: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: proxy\r\n\r\n");
+    conn.get_mut().write_all(req.as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; if method == "HEAD" { 0 } else { len }];
+    conn.read_exact(&mut body).unwrap();
+    (status, headers, String::from_utf8(body).unwrap())
 }

@@ -141,6 +141,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // llm-proxy patch: the accept thread, joined by `stop_listening`.
+    accept_thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 enum Message {
@@ -361,7 +364,7 @@ impl Server {
             messages: messages.clone(),
             reason: None,
         };
-        thread::Builder::new().name("tiny-http-accept".into()).spawn(move || {
+        let accept_thread = thread::Builder::new().name("tiny-http-accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new(limits.max_connections, limits.stack_size);
 
@@ -452,6 +455,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accept_thread: std::sync::Mutex::new(Some(accept_thread)),
         })
     }
 
@@ -499,6 +503,39 @@ impl Server {
             Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
+        }
+    }
+
+    /// llm-proxy patch: close the listening socket, so that a new connection
+    /// is refused, while the connections already accepted live on: their
+    /// requests still arrive through `recv`, and their responses are sent.
+    /// Returns once the socket is closed (the accept thread has ended).
+    pub fn stop_listening(&self) {
+        self.close.store(true, Relaxed);
+        self.wake_accept_thread();
+        let handle = self
+            .accept_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Connect briefly to ourselves so a blocked `accept` returns and the
+    /// accept thread sees `close`.
+    fn wake_accept_thread(&self) {
+        let maybe_stream = match &self.listening_addr {
+            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
+            #[cfg(unix)]
+            ListenAddr::Unix(addr) => match addr.as_pathname() {
+                Some(path) => std::os::unix::net::UnixStream::connect(path).map(Connection::from),
+                None => return,
+            },
+        };
+        if let Ok(stream) = maybe_stream {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
