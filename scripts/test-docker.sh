@@ -65,6 +65,7 @@ MOCK="${LLM_PROXY_MOCK_BIN:-$TARGET_DIR/debug/llm-proxy-mock}"
 lib_init test-docker
 DOCKERD_PID=""
 CONTAINER=""
+CONTAINER_DEFAULT="llm-proxy-test-default-$$"
 export DOCKER_HOST="unix://$WORK/docker.sock"
 
 # Stop our container and our dockerd (by PID), unmount anything left under
@@ -72,9 +73,10 @@ export DOCKER_HOST="unix://$WORK/docker.sock"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 docker_cleanup() {
     local status=$?
-    if [[ -n "$CONTAINER" ]]; then
-        docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
-    fi
+    local c
+    for c in "$CONTAINER" "$CONTAINER_DEFAULT"; do
+        if [[ -n "$c" ]]; then docker rm -f "$c" >/dev/null 2>&1 || true; fi
+    done
     if [[ -n "$DOCKERD_PID" ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
         kill "$DOCKERD_PID" 2>/dev/null || true
         for _ in $(seq 150); do
@@ -140,6 +142,37 @@ fi
 check "image STOPSIGNAL is SIGTERM" test "$(docker image inspect -f '{{.Config.StopSignal}}' "$IMAGE")" = SIGTERM
 layers="$(docker history -q "$IMAGE" | wc -l)"
 echo "  info  $layers layers; files: $(docker image inspect -f '{{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")"
+
+# --- the image as shipped: its own config and CMD (0.0.0.0:8000), in a
+# container with no network but loopback (--network none), reached from
+# inside that network namespace. The bundled config needs its keys set.
+docker run -d --name "$CONTAINER_DEFAULT" --network none \
+    -e OPENAI_API_KEY=sk-docker-default-secret -e ANTHROPIC_API_KEY=sk-ant-docker-default-secret \
+    "$IMAGE" >/dev/null
+listening=""
+for _ in $(seq 100); do
+    listening="$(docker logs "$CONTAINER_DEFAULT" 2>&1 | grep -o 'listening on http://[^ ]*' | head -n 1 || true)"
+    [[ -n "$listening" ]] && break
+    [[ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER_DEFAULT")" == true ]] || break
+    sleep 0.1
+done
+check "defaults: reads /etc/llm-proxy/config.yaml, $listening (want http://0.0.0.0:8000)" \
+    test "$listening" = "listening on http://0.0.0.0:8000"
+cpid="$(docker inspect -f '{{.State.Pid}}' "$CONTAINER_DEFAULT")"
+if [[ "$cpid" =~ ^[1-9][0-9]*$ ]]; then
+    out="$(nsenter --target "$cpid" --net -- python3 -c '
+import urllib.request
+o = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+r = o.open("http://127.0.0.1:8000/health", timeout=10)
+print(r.status, r.read().decode())' 2>&1 || true)"
+    check "defaults: GET /health on port 8000 in the container -> 200 ($out)" test "${out%% *}" = 200
+else
+    fail "defaults: the container is not running: $(docker logs "$CONTAINER_DEFAULT" 2>&1 | tail -n 3)"
+fi
+if docker logs "$CONTAINER_DEFAULT" 2>&1 | grep -q docker-default-secret; then
+    fail "defaults: a key from -e appears in the log"
+fi
+docker rm -f "$CONTAINER_DEFAULT" >/dev/null
 
 # --- the mock on the host, the proxy in the container (host network).
 # The stream is slow (20 events, 150 ms apart: 3 s) so `docker stop` lands
