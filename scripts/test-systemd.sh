@@ -96,7 +96,8 @@ else
     echo "test-systemd: using the cached rootfs $ROOTFS"
 fi
 
-# --- binaries: the static proxy, and the mock (same Debian 12 userland)
+# --- binaries: the static proxy, and the mock (dynamic: it needs a glibc no
+# newer than Debian 12's 2.36, true of a Debian 12 build host)
 echo "test-systemd: building the static binary (scripts/build-static.sh)"
 scripts/build-static.sh >&2
 BIN="$(scripts/build-static.sh --print-path)"
