@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"; .ci/run calls exactly this).
 # Formatting, lints, the Rust test suite, then the official OpenAI Python SDK
-# against the proxy, install.sh in a DESTDIR root, and the static release
-# binary. Needs only the Rust toolchain, gcc and python3 with venv; the
-# script installs the SDK into target/sdk-venv itself. shellcheck and
-# systemd-analyze are used when installed (skipped with a reason if not).
+# against the proxy, install.sh in a DESTDIR root, the static release
+# binary, the container image (a private dockerd) and install.sh with the
+# unit under a real systemd (systemd-nspawn). Needs only the Rust toolchain,
+# gcc and python3 with venv; the script installs the SDK into
+# target/sdk-venv itself. shellcheck and systemd-analyze are used when
+# installed (skipped with a reason if not); as root with apt, the docker and
+# nspawn steps install docker.io, systemd-container and debootstrap, and
+# otherwise (or where dockerd or nspawn cannot run) skip with the reason.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -49,3 +53,9 @@ LLM_PROXY_BIN="$target/debug/llm-proxy" scripts/test-install.sh
 
 echo "== scripts/test-static.sh (static release binary)"
 LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" scripts/test-static.sh
+
+echo "== scripts/test-docker.sh (the container image, with a private dockerd)"
+LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" scripts/test-docker.sh
+
+echo "== scripts/test-systemd.sh (install.sh and the unit under systemd, in nspawn)"
+LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" scripts/test-systemd.sh
