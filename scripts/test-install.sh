@@ -83,10 +83,10 @@ if command -v systemd-analyze >/dev/null; then
     if [[ -n "$stock" ]]; then
         mkdir -p "$V/usr/lib/systemd"
         cp -a "$stock" "$V/usr/lib/systemd/system"
-        # ExecReload= runs /bin/kill, which every system has and the staged
+        # ExecReload= runs /bin/sh, which every system has and the staged
         # tree does not.
         mkdir -p "$V/bin"
-        cp /bin/kill "$V/bin/kill"
+        cp -L /bin/sh "$V/bin/sh"
         out="$(systemd-analyze verify --root="$V" "$V/etc/systemd/system/llm-proxy.service" 2>&1)" || true
         if [[ -z "$out" ]]; then
             ok "systemd-analyze verify prints nothing"

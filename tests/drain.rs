@@ -235,7 +235,7 @@ fn the_unit_outlasts_the_drain_and_reloads_with_sighup() {
         + llm_proxy::lifecycle::DRAIN_GRACE.as_secs_f64();
     assert!(stop > drain, "TimeoutStopSec={stop} <= {drain}");
     assert_eq!(setting("KillSignal"), "SIGTERM");
-    assert_eq!(setting("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(setting("ExecReload"), "/bin/sh -c 'kill -HUP ${MAINPID}'");
     // The README tells operators to raise both together.
     let readme = include_str!("../README.md");
     assert!(readme.contains("TimeoutStopSec"), "README: TimeoutStopSec");
