@@ -377,6 +377,9 @@ impl Pool {
     }
 
     fn worker(&self) {
+        // Streams give back the stack their upstream call used
+        // (`Upstream::events`).
+        crate::trim::mark_stack(WORKER_STACK);
         let mut st = self.lock();
         loop {
             let Some(req) = st.ready.pop_front() else {
