@@ -144,13 +144,18 @@ pub fn release_stack_below() {
     let _ = here;
 }
 
+/// Helpers for tests of code that releases stack.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    /// An address in the caller's frame.
+    #[inline(always)]
+    pub fn here() -> usize {
+        super::stack_address()
+    }
 
     /// Resident kB of the mapping that holds `addr`, from /proc/self/smaps;
     /// the mapping must be a thread stack of 512 KiB.
-    fn resident_kb_at(addr: usize) -> usize {
+    pub fn resident_kb_at(addr: usize) -> usize {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
         for line in smaps.lines() {
@@ -173,7 +178,7 @@ mod tests {
 
     /// Touch about `kb` KiB of stack below the caller, then return.
     #[inline(never)]
-    fn go_deep(kb: usize) {
+    pub fn go_deep(kb: usize) {
         let mut block = [0u8; 1024];
         std::hint::black_box(&mut block);
         if kb > 1 {
@@ -181,6 +186,12 @@ mod tests {
         }
         std::hint::black_box(&block);
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
 
     fn stack_rss_after(mark: bool, release: bool) -> (usize, usize) {
         std::thread::Builder::new()

@@ -276,4 +276,60 @@ mod tests {
         assert!(matches!(why, Cap::Silence));
         assert_eq!(c.after, WaitFor::from(Duration::from_secs(1)));
     }
+
+    /// A connected transport whose reads find data at once.
+    #[derive(Debug)]
+    struct Ready(ureq::unversioned::transport::LazyBuffers);
+
+    impl Transport for Ready {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.0
+        }
+        fn transmit_output(&mut self, _: usize, _: NextTimeout) -> Result<(), Error> {
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, Error> {
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_new_connection_gives_back_the_stack_of_connecting_once() {
+        use crate::trim::testing::{go_deep, here, resident_kb_at};
+        let (deep, first, again) = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                crate::trim::mark_stack(512 * 1024);
+                let at = here();
+                let inner = Box::new(Ready(ureq::unversioned::transport::LazyBuffers::new(
+                    64, 64,
+                )));
+                // As `DeadlineConnector::connect` makes it.
+                let mut t = DeadlineTransport { inner, fresh: true };
+                // As deep as connecting went.
+                go_deep(160);
+                let deep = resident_kb_at(at);
+                assert!(t.await_input(NextTimeout::default()).unwrap());
+                let first = resident_kb_at(at);
+                // Later reads of the same connection release nothing.
+                go_deep(160);
+                assert!(t.await_input(NextTimeout::default()).unwrap());
+                (deep, first, resident_kb_at(at))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            first + 128 <= deep,
+            "{deep} kB deep, {first} kB after the first wait"
+        );
+        assert!(
+            again + 16 > deep,
+            "{deep} kB deep, {again} kB after a later wait"
+        );
+    }
 }
