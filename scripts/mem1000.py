@@ -61,6 +61,14 @@ def wait_listening(port, deadline=10.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def cpu_s(pid):
+    """User + system CPU seconds the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status(pid):
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -254,10 +262,12 @@ def main():
         wait_listening(port)
         time.sleep(0.5)
         idle = status(proxy.pid)
+        cpu0 = cpu_s(proxy.pid)
         t0 = time.time()
         ok, errors, peak, threads, snap = load(port, a.clients, a.requests, proxy.pid, a.budget)
         elapsed = time.time() - t0
         hwm = status(proxy.pid)["VmHWM"]
+        cpu = cpu_s(proxy.pid) - cpu0
         time.sleep(6.0)
         after = status(proxy.pid)
         after_smaps = smaps(proxy.pid)
@@ -265,6 +275,7 @@ def main():
             "idle_rss_kb": idle["VmRSS"], "idle_threads": idle["Threads"],
             "ok": ok, "errors": errors, "elapsed_s": round(elapsed, 1),
             "peak_rss_kb": max(peak, hwm), "peak_threads": threads,
+            "cpu_s": round(cpu, 2), "cpu_ms_per_stream": round(cpu * 1000 / max(ok, 1), 3),
             "after_6s_rss_kb": after["VmRSS"], "after_6s_threads": after["Threads"],
             "smaps_at_peak": snap, "smaps_after_6s": after_smaps,
         }

@@ -6,8 +6,8 @@
 //! requested model in priority order. See `README.md` for the behaviour and
 //! `STYLE.md` in the shared folder for where each decision lives.
 
-// `deny`, not `forbid`: `trim` is the one module allowed unsafe code (one
-// call into glibc's allocator).
+// `deny`, not `forbid`: `trim` is the one module allowed unsafe code (calls
+// into the C library that give memory back: malloc_trim, madvise).
 #![deny(unsafe_code)]
 
 mod app;

@@ -159,17 +159,21 @@ impl Connector<Box<dyn Transport>> for DeadlineConnector {
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(chained.map(DeadlineTransport))
+        Ok(chained.map(|inner| DeadlineTransport { inner, fresh: true }))
     }
 }
 
 /// A transport whose waits obey this thread's [`limit`] and [`on_silence`].
 #[derive(Debug)]
-pub struct DeadlineTransport(Box<dyn Transport>);
+pub struct DeadlineTransport {
+    inner: Box<dyn Transport>,
+    /// Connected and not yet waited on.
+    fresh: bool,
+}
 
 impl Transport for DeadlineTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
-        self.0.buffers()
+        self.inner.buffers()
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
@@ -179,13 +183,19 @@ impl Transport for DeadlineTransport {
             return Err(expired(l));
         }
         let (t, why) = cap(timeout, ureq_deadline(&timeout, now), now, limit, None);
-        match (self.0.transmit_output(amount, t), why) {
+        match (self.inner.transmit_output(amount, t), why) {
             (Err(Error::Timeout(_)), Cap::Limit(l)) => Err(expired(l)),
             (r, _) => r,
         }
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        if std::mem::take(&mut self.fresh) {
+            // Connecting went ~10 KB deeper than this wait for the answer
+            // (ureq's connector frames); with 1,000 requests connecting at
+            // once those dead pages are resident for all of them.
+            crate::trim::release_stack_below();
+        }
         let ureq_at = ureq_deadline(&timeout, Instant::now());
         loop {
             let now = Instant::now();
@@ -195,7 +205,7 @@ impl Transport for DeadlineTransport {
             }
             let every = SILENCE.with_borrow(|s| s.as_ref().map(|s| s.every));
             let (t, why) = cap(timeout, ureq_at, now, limit, every);
-            match (self.0.await_input(t), why) {
+            match (self.inner.await_input(t), why) {
                 (Err(Error::Timeout(_)), Cap::Limit(l)) => return Err(expired(l)),
                 (Err(Error::Timeout(_)), Cap::Silence) => {
                     let called = SILENCE.with_borrow_mut(|s| s.as_mut().map(|s| (s.call)()));
@@ -209,11 +219,11 @@ impl Transport for DeadlineTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        self.0.is_open()
+        self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
-        self.0.is_tls()
+        self.inner.is_tls()
     }
 }
 
@@ -265,5 +275,61 @@ mod tests {
         let (c, why) = cap(t, None, now, Some(l), s);
         assert!(matches!(why, Cap::Silence));
         assert_eq!(c.after, WaitFor::from(Duration::from_secs(1)));
+    }
+
+    /// A connected transport whose reads find data at once.
+    #[derive(Debug)]
+    struct Ready(ureq::unversioned::transport::LazyBuffers);
+
+    impl Transport for Ready {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.0
+        }
+        fn transmit_output(&mut self, _: usize, _: NextTimeout) -> Result<(), Error> {
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, Error> {
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_new_connection_gives_back_the_stack_of_connecting_once() {
+        use crate::trim::testing::{go_deep, here, resident_kb_at};
+        let (deep, first, again) = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                crate::trim::mark_stack(512 * 1024);
+                let at = here();
+                let inner = Box::new(Ready(ureq::unversioned::transport::LazyBuffers::new(
+                    64, 64,
+                )));
+                // As `DeadlineConnector::connect` makes it.
+                let mut t = DeadlineTransport { inner, fresh: true };
+                // As deep as connecting went.
+                go_deep(160);
+                let deep = resident_kb_at(at);
+                assert!(t.await_input(NextTimeout::default()).unwrap());
+                let first = resident_kb_at(at);
+                // Later reads of the same connection release nothing.
+                go_deep(160);
+                assert!(t.await_input(NextTimeout::default()).unwrap());
+                (deep, first, resident_kb_at(at))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            first + 128 <= deep,
+            "{deep} kB deep, {first} kB after the first wait"
+        );
+        assert!(
+            again + 16 > deep,
+            "{deep} kB deep, {again} kB after a later wait"
+        );
     }
 }
