@@ -465,6 +465,26 @@ proptest! {
         }
     }
 
+    /// Any token counts an upstream reports add up without overflow: a
+    /// count near u64::MAX saturates instead of panicking (debug builds) or
+    /// wrapping to a small number (release builds).
+    #[test]
+    fn anthropic_usage_never_overflows(
+        input in any::<u64>(),
+        creation in any::<u64>(),
+        read in any::<u64>(),
+        output in any::<u64>(),
+    ) {
+        let msg = json!({"content": [], "usage": {
+            "input_tokens": input, "cache_creation_input_tokens": creation,
+            "cache_read_input_tokens": read, "output_tokens": output}});
+        let v = anthropic_response(msg.to_string().as_bytes(), "gpt", 1).expect("a message");
+        let prompt = input.saturating_add(creation).saturating_add(read);
+        prop_assert_eq!(&v["usage"]["prompt_tokens"], &json!(prompt));
+        prop_assert_eq!(&v["usage"]["completion_tokens"], &json!(output));
+        prop_assert_eq!(&v["usage"]["total_tokens"], &json!(prompt.saturating_add(output)));
+    }
+
     /// Any message with a content list becomes a well-formed completion.
     #[test]
     fn anthropic_any_message_is_a_completion(
@@ -535,6 +555,14 @@ fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
     out.sort();
     assert!(!out.is_empty(), "no inputs in {}", dir.display());
     out
+}
+
+#[test]
+fn fuzz_regressions_anthropic_response() {
+    for (name, bytes) in regressions("anthropic_response") {
+        let v = anthropic_response(&bytes, "gpt", 1).unwrap_or_else(|| panic!("{name}"));
+        assert!(v["usage"]["total_tokens"].is_u64(), "{name}");
+    }
 }
 
 #[test]

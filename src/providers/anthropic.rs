@@ -649,11 +649,16 @@ impl Usage {
     }
 
     fn to_openai(self) -> Value {
-        let prompt = self.input + self.cache_creation + self.cache_read.unwrap_or(0);
+        // Saturating: the counts are the upstream's word, and u64::MAX + 1
+        // must not panic a handler (debug) or wrap to a small number (release).
+        let prompt = self
+            .input
+            .saturating_add(self.cache_creation)
+            .saturating_add(self.cache_read.unwrap_or(0));
         let mut u = json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
+            "total_tokens": prompt.saturating_add(self.output),
         });
         if let Some(cached) = self.cache_read {
             u["prompt_tokens_details"] = json!({ "cached_tokens": cached });
