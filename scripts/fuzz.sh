@@ -4,8 +4,10 @@
 # Runs each cargo-fuzz target in fuzz/ (all of them if none is named) for
 # SECONDS (default 600), FUZZ_JOBS (default 2) at a time, starting from the
 # committed corpus in fuzz/corpus/TARGET/ and replaying every input in
-# fuzz/regressions/TARGET/ first. New inputs that reach new code are added to
-# fuzz/corpus/TARGET/ (minimise with `cargo fuzz cmin` before committing).
+# fuzz/regressions/TARGET/ first. New inputs that reach new code go to
+# target/fuzz/corpus/TARGET/ (kept between runs, never committed); with
+# FUZZ_MERGE=1 the ones that add coverage are then merged into
+# fuzz/corpus/TARGET/ (libFuzzer -merge=1) for committing.
 # Each run is bounded: one input may take 10 s, one allocation 256 MiB, the
 # process 2 GiB. Exits 1 if any target crashed, leaked, hung or ran out of
 # memory (the input is in fuzz/artifacts/TARGET/, the log is printed), 3 with
@@ -92,10 +94,11 @@ flags=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_m
 [[ "${FUZZ_KEEP_GOING:-0}" == 1 ]] && flags+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
 
 run() {
-    local t="$1"
-    mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t" "fuzz/artifacts/$t"
+    local t="$1" work="$root/target/fuzz/corpus/$1"
+    mkdir -p "$work" "fuzz/corpus/$t" "fuzz/regressions/$t" "fuzz/artifacts/$t"
+    # The first directory receives new inputs; the others are only read.
     "$bin/$t" "${flags[@]}" -artifact_prefix="fuzz/artifacts/$t/" \
-        "fuzz/corpus/$t" "fuzz/regressions/$t" >"$logs/$t.log" 2>&1
+        "$work" "fuzz/corpus/$t" "fuzz/regressions/$t" >"$logs/$t.log" 2>&1
 }
 
 echo "== fuzzing ${targets[*]}: ${seconds}s each, $jobs at a time"
@@ -127,6 +130,7 @@ while [[ ${#queue[@]} -gt 0 || ${#running[@]} -gt 0 ]]; do
 done
 
 bad=0
+passed=0
 for t in "${targets[@]}"; do
     log="$logs/$t.log"
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
@@ -138,6 +142,7 @@ for t in "${targets[@]}"; do
     found="$(grep -c '^==[0-9]*== ERROR\|^SUMMARY: libFuzzer\|deadly signal' "$log" || true)"
     if [[ "${status[$t]}" -eq 0 ]]; then
         printf '  ok    %-20s %s execs, %s/s, peak RSS %s MB\n' "$t" "${execs:-?}" "${rate:-?}" "${rss:-?}"
+        passed=$((passed + 1))
     else
         printf '  FAIL  %-20s exit %s after %s execs (%s findings):\n' "$t" "${status[$t]}" "${execs:-?}" "$found"
         grep -A1 'panicked at' "$log" | head -n 6 | sed 's/^/        /'
@@ -145,4 +150,18 @@ for t in "${targets[@]}"; do
         bad=1
     fi
 done
+if [[ "${FUZZ_MERGE:-0}" == 1 ]]; then
+    for t in "${targets[@]}"; do
+        before="$(find "fuzz/corpus/$t" -type f | wc -l)"
+        "$bin/$t" -merge=1 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+            "fuzz/corpus/$t" "$root/target/fuzz/corpus/$t" >"$logs/$t.merge.log" 2>&1 || {
+            echo "  FAIL  merging $t's new inputs into fuzz/corpus/$t (log below)"
+            tail -n 20 "$logs/$t.merge.log"
+            bad=1
+            continue
+        }
+        echo "  merged $t: fuzz/corpus/$t has $before -> $(find "fuzz/corpus/$t" -type f | wc -l) inputs"
+    done
+fi
+echo "fuzz: $passed passed, $((${#targets[@]} - passed)) failed"
 exit "$bad"
