@@ -2,9 +2,8 @@
 # The project's test command (README "Test"; .ci/run calls exactly this).
 # Formatting, lints, the Rust test suite, then the official OpenAI Python SDK
 # against the proxy, install.sh in a DESTDIR root, and the static release
-# binary, then a short run of every fuzz target. Needs only the Rust
-# toolchain, gcc/g++ and python3 with venv; the script installs the SDK into
-# target/sdk-venv and cargo-fuzz into target/tools itself. shellcheck and
+# binary. Needs only the Rust toolchain, gcc and python3 with venv; the
+# script installs the SDK into target/sdk-venv itself. shellcheck and
 # systemd-analyze are used when installed (skipped with a reason if not).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +30,17 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --quiet 2>&1
 
+# Every cargo-fuzz target for FUZZ_SECONDS, two at a time (README
+# "Fuzzing"). Needs g++ for libFuzzer; the first run installs cargo-fuzz
+# into target/tools (about a minute) and builds the targets (about 4 minutes
+# on 2 cores; seconds once target/fuzz is warm).
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+echo "== scripts/fuzz.sh $fuzz_seconds (every cargo-fuzz target, ${fuzz_seconds}s each)"
+rc=0
+scripts/fuzz.sh "$fuzz_seconds" || rc=$?
+# 3: this toolchain cannot build the targets; fuzz.sh printed the reason.
+[[ $rc -eq 0 || $rc -eq 3 ]] || exit "$rc"
+
 echo "== scripts/sdk-check.sh (official openai package)"
 cargo build --bins --quiet
 target="${CARGO_TARGET_DIR:-target}"
@@ -50,13 +60,3 @@ LLM_PROXY_BIN="$target/debug/llm-proxy" scripts/test-install.sh
 
 echo "== scripts/test-static.sh (static release binary)"
 LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" scripts/test-static.sh
-
-# Last: the longest step. FUZZ_SECONDS per target, two targets at a time;
-# the first run also installs cargo-fuzz (about a minute) and builds the
-# targets (about 4 minutes on 2 cores; seconds once target/fuzz is warm).
-fuzz_seconds="${FUZZ_SECONDS:-20}"
-echo "== scripts/fuzz.sh $fuzz_seconds (every cargo-fuzz target, ${fuzz_seconds}s each)"
-rc=0
-scripts/fuzz.sh "$fuzz_seconds" || rc=$?
-# 3: this toolchain cannot build the targets; fuzz.sh printed the reason.
-[[ $rc -eq 0 || $rc -eq 3 ]] || exit "$rc"
