@@ -34,6 +34,17 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --quiet 2>&1
 
+# Every cargo-fuzz target for FUZZ_SECONDS, two at a time (README
+# "Fuzzing"). Needs g++ for libFuzzer; the first run installs cargo-fuzz
+# into target/tools (about a minute) and builds the targets (about 4 minutes
+# on 2 cores; seconds once target/fuzz is warm).
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+echo "== scripts/fuzz.sh $fuzz_seconds (every cargo-fuzz target, ${fuzz_seconds}s each)"
+rc=0
+scripts/fuzz.sh "$fuzz_seconds" || rc=$?
+# 3: this toolchain cannot build the targets; fuzz.sh printed the reason.
+[[ $rc -eq 0 || $rc -eq 3 ]] || exit "$rc"
+
 echo "== scripts/sdk-check.sh (official openai package)"
 cargo build --bins --quiet
 target="${CARGO_TARGET_DIR:-target}"

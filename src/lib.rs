@@ -24,6 +24,68 @@ mod server;
 mod sse;
 mod trim;
 
+/// Thin entry points to the parsers that read hostile bytes, for the
+/// `cargo fuzz` targets in `fuzz/` and the property tests in
+/// `tests/properties.rs`. Not an API: it exists so that the modules behind
+/// it can stay private, and it may change with them at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::io::{self, BufRead, BufReader};
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::Value;
+
+    pub use crate::config::{Config, ConfigError, expand_str};
+    pub use crate::error::ProviderError;
+    pub use crate::providers::anthropic::fuzz::StreamMapper as AnthropicStreamMapper;
+    pub use crate::sse::{Event, SseReader, encode};
+
+    /// Every event of an upstream body read through a buffer of `capacity`
+    /// bytes (at least 1), and the error that ended it, if any.
+    pub fn sse_events(body: &[u8], capacity: usize) -> (Vec<Event>, Option<io::Error>) {
+        sse_events_from(BufReader::with_capacity(capacity.max(1), body))
+    }
+
+    /// Every event `body` yields, and the error that ended it, if any.
+    pub fn sse_events_from(body: impl BufRead) -> (Vec<Event>, Option<io::Error>) {
+        let mut r = SseReader::new(body);
+        let mut events = Vec::new();
+        loop {
+            match r.next_event() {
+                Ok(Some(e)) => events.push(e),
+                Ok(None) => return (events, None),
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+
+    /// `Retry-After` as an upstream sends it, read at `now`.
+    pub fn retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+        crate::providers::parse_retry_after(v, now)
+    }
+
+    /// A client body through the path an Anthropic route takes: `None` if
+    /// the proxy rejects it before any provider sees it, else the
+    /// translated Messages request or the 400 it becomes.
+    pub fn anthropic_request(
+        body: &[u8],
+        model_id: &str,
+        max_tokens: u32,
+    ) -> Option<Result<Value, ProviderError>> {
+        let req = crate::openai::ChatRequest::parse(body).ok()?;
+        Some(crate::providers::anthropic::fuzz::to_anthropic(
+            &req, model_id, max_tokens,
+        ))
+    }
+
+    /// An upstream body through the path a non-streaming Anthropic answer
+    /// takes: `None` if it is refused as not a message, else the
+    /// `chat.completion` it becomes.
+    pub fn anthropic_response(body: &[u8], model: &str, created: u64) -> Option<Value> {
+        crate::providers::anthropic::fuzz::complete(body, model, created)
+    }
+}
+
 pub use app::Hook;
 pub use config::{Config, ConfigError};
 pub use server::{Controller, Handle, serve, serve_from, start, start_from};

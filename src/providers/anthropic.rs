@@ -91,6 +91,48 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Thin wrappers over the private translation for `crate::fuzzing` (fuzz
+/// targets and property tests); no logic of their own beyond what
+/// [`Anthropic::complete`] and [`AnthropicStream`] do around it.
+pub(crate) mod fuzz {
+    use super::*;
+
+    pub(crate) fn to_anthropic(
+        req: &ChatRequest,
+        model_id: &str,
+        default_max_tokens: u32,
+    ) -> Result<Value, ProviderError> {
+        super::to_anthropic(req, model_id, default_max_tokens)
+    }
+
+    /// The body check of [`Anthropic::complete`], then [`from_anthropic`].
+    pub(crate) fn complete(body: &[u8], model: &str, created: u64) -> Option<Value> {
+        let msg = serde_json::from_slice::<Value>(body)
+            .ok()
+            .filter(|v| v.get("content").is_some_and(Value::is_array))?;
+        Some(from_anthropic(&msg, model, created))
+    }
+
+    /// One stream's [`State`] and [`map_event`].
+    pub struct StreamMapper(State);
+
+    impl StreamMapper {
+        pub fn new(model: &str, include_usage: bool, created: u64) -> StreamMapper {
+            StreamMapper(State::new(model, include_usage, created))
+        }
+
+        /// The encoded chunks one event becomes, or why it ends the stream.
+        pub fn map(&mut self, name: Option<&str>, data: &str) -> Result<Vec<Vec<u8>>, String> {
+            map_event(name, data, &mut self.0).map_err(|f| format!("{f:?}"))
+        }
+
+        /// `message_stop` arrived: the stream is complete.
+        pub fn stopped(&self) -> bool {
+            self.0.stopped
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Request: OpenAI → Anthropic.
 
@@ -605,11 +647,16 @@ impl Usage {
     }
 
     fn to_openai(self) -> Value {
-        let prompt = self.input + self.cache_creation + self.cache_read.unwrap_or(0);
+        // Saturating: the counts are the upstream's word, and u64::MAX + 1
+        // must not panic a handler (debug) or wrap to a small number (release).
+        let prompt = self
+            .input
+            .saturating_add(self.cache_creation)
+            .saturating_add(self.cache_read.unwrap_or(0));
         let mut u = json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
+            "total_tokens": prompt.saturating_add(self.output),
         });
         if let Some(cached) = self.cache_read {
             u["prompt_tokens_details"] = json!({ "cached_tokens": cached });

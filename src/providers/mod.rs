@@ -2,7 +2,8 @@
 //! kind, and the HTTP plumbing every provider shares: one ureq agent per
 //! provider, error classification, `Retry-After` parsing.
 
-mod anthropic;
+// pub(crate) for the thin wrappers that `crate::fuzzing` exposes.
+pub(crate) mod anthropic;
 mod azure;
 pub mod deadline;
 mod openai;
