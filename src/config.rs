@@ -746,12 +746,19 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
 
 /// `server`.
 fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
+    let from_variable = s.log_level.as_deref().is_some_and(|l| l.contains('$'));
+    let written = s.log_level.clone();
     let log_level = match x.check(x.string("server.log_level", s.log_level)) {
         None => log::LevelFilter::Info,
         Some(l) => parse_level(&l).unwrap_or_else(|| {
+            // A variable's value is not quoted: it may be a key.
+            let shown = match written.as_deref() {
+                Some(w) if from_variable => format!("{w:?} (value not shown)"),
+                _ => format!("{l:?}"),
+            };
             x.report(err(
                 "server.log_level",
-                format!("unknown level {l:?} (off, error, warn, info, debug, trace)"),
+                format!("unknown level {shown} (off, error, warn, info, debug, trace)"),
             ));
             log::LevelFilter::Info
         }),
@@ -838,6 +845,9 @@ fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> Provider
         },
         x,
     );
+    // An error shows the URL as written when it came from a variable: a
+    // `${VAR}` in the wrong field often holds a key.
+    let written = p.base_url.clone();
     let base = x.check(x.string(&at("base_url"), p.base_url));
     let base = match &kind {
         Some(ProviderKind::OpenAi) | None => {
@@ -858,7 +868,11 @@ fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> Provider
     let base_url = if base.is_empty() {
         String::new()
     } else {
-        x.check(base_url(&at("base_url"), &base))
+        let shown = match written.as_deref() {
+            Some(w) if w.contains('$') => format!("{w:?} (value not shown)"),
+            _ => format!("{base:?}"),
+        };
+        x.check(base_url(&at("base_url"), &base, &shown))
     };
     ProviderConfig {
         // A placeholder for an unknown type, reported above: the keys every
@@ -1025,8 +1039,9 @@ pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
 }
 
 /// Accept `http(s)://host[:port][/path]`, return it without a trailing slash.
-fn base_url(path: &str, url: &str) -> Result<String, ConfigError> {
-    let bad = |why: &str| err(path, format!("invalid URL {url:?}: {why}"));
+/// `shown` is how an error quotes the URL (see the caller).
+fn base_url(path: &str, url: &str, shown: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| err(path, format!("invalid URL {shown}: {why}"));
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -1118,11 +1133,14 @@ mod tests {
 
     #[test]
     fn base_url_checks() {
-        assert_eq!(base_url("p", "http://h:1/v1/").unwrap(), "http://h:1/v1");
-        assert!(base_url("p", "ftp://h").is_err());
-        assert!(base_url("p", "http://").is_err());
-        assert!(base_url("p", "http://h:99999").is_err());
-        assert!(base_url("p", "http://[::1]:80/v1").is_ok());
-        assert!(base_url("p", "http://h x").is_err());
+        assert_eq!(
+            base_url("p", "http://h:1/v1/", "").unwrap(),
+            "http://h:1/v1"
+        );
+        assert!(base_url("p", "ftp://h", "").is_err());
+        assert!(base_url("p", "http://", "").is_err());
+        assert!(base_url("p", "http://h:99999", "").is_err());
+        assert!(base_url("p", "http://[::1]:80/v1", "").is_ok());
+        assert!(base_url("p", "http://h x", "").is_err());
     }
 }
