@@ -18,9 +18,11 @@
 #
 # Needs stable Rust, where RUSTC_BOOTSTRAP=1 gives cargo-fuzz the nightly
 # flags it uses, and a C++ compiler (libfuzzer-sys builds libFuzzer from
-# source). cargo-fuzz itself is installed into target/tools on first use
-# (about a minute), the targets are built into target/fuzz (about 4 minutes
-# the first time on 2 cores, seconds after that).
+# source). cargo-fuzz is installed with `cargo install` (into ~/.cargo/bin,
+# about a minute) when missing. The targets are built into a cache outside
+# the checkout, $FUZZ_TARGET_DIR (default ~/.cache/llm-proxy/fuzz-target;
+# about 4 minutes the first time on 2 cores, seconds after that), so a fresh
+# clone on the same machine (CI) does not rebuild every instrumented crate.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
@@ -59,17 +61,17 @@ export RUSTC_BOOTSTRAP=1
 echo 'fn main() {}' | rustc -Zsanitizer=address --crate-name probe -o /dev/null - 2>/dev/null ||
     skip "rustc does not accept -Zsanitizer=address even with RUSTC_BOOTSTRAP=1"
 
-tools="$root/target/tools"
-if [[ ! -x "$tools/bin/cargo-fuzz" ]]; then
-    echo "== cargo install cargo-fuzz (into target/tools, once per machine)"
-    cargo install --quiet --locked --root "$tools" cargo-fuzz ||
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "== cargo install cargo-fuzz (into ~/.cargo/bin, once per machine)"
+    cargo install --quiet --locked cargo-fuzz ||
         skip "cargo install cargo-fuzz failed (no network to crates.io?)"
 fi
-export PATH="$tools/bin:$PATH"
+build="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-proxy/fuzz-target}"
+mkdir -p "$build"
 
-echo "== cargo fuzz build (into target/fuzz)"
-(cd fuzz && cargo fuzz build --target-dir "$root/target/fuzz" 2>&1) | { grep -v '^ *Compiling' || true; }
-bin="$root/target/fuzz/$host/release"
+echo "== cargo fuzz build (into $build)"
+(cd fuzz && cargo fuzz build --target-dir "$build" 2>&1) | { grep -v '^ *Compiling' || true; }
+bin="$build/$host/release"
 for t in "${targets[@]}"; do
     [[ -x "$bin/$t" ]] || {
         echo "cargo fuzz build did not produce $bin/$t" >&2

@@ -35,9 +35,9 @@ echo "== cargo test"
 cargo test --quiet 2>&1
 
 # Every cargo-fuzz target for FUZZ_SECONDS, two at a time (README
-# "Fuzzing"). Needs g++ for libFuzzer; the first run installs cargo-fuzz
-# into target/tools (about a minute) and builds the targets (about 4 minutes
-# on 2 cores; seconds once target/fuzz is warm).
+# "Fuzzing"). Needs g++ for libFuzzer; the first run on a machine installs
+# cargo-fuzz (about a minute) and builds the targets into a cache outside
+# the checkout (about 4 minutes on 2 cores; seconds once warm).
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 echo "== scripts/fuzz.sh $fuzz_seconds (every cargo-fuzz target, ${fuzz_seconds}s each)"
 rc=0
