@@ -26,8 +26,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// For streams: how the stream ended.
     pub note: Option<&'static str>,
-    /// The client key's name. // auth hook
-    pub key: Option<String>,
+    /// The client key's name, if `auth` is set and the key was valid.
+    pub key: Option<String>, // auth hook
 }
 
 impl Outcome {
