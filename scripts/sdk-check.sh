@@ -88,6 +88,14 @@ models:
       mock:
         priority: 0
         model_id: mock-instruct
+auth:
+  keys:
+    - name: sdk-check
+      key: client-key
+    - name: sdk-check-limited
+      key: client-key-limited
+      models: [gpt-4o-mini]
+      rpm: 1
 EOF
 
 # Keep any HTTP proxy from the environment away from these loopback calls.
@@ -104,6 +112,7 @@ fi
 echo "sdk-check: proxy on port $PORT, mock on port $MOCK_PORT, openai $("$PY" -c 'import openai; print(openai.__version__)')"
 set +e
 SDK_CHECK_MODELS="${SDK_CHECK_MODELS:-gpt-4o-mini,claude-sonnet}" \
+SDK_CHECK_LIMITED_KEY=client-key-limited \
 OPENAI_BASE_URL="http://127.0.0.1:$PORT/v1" OPENAI_API_KEY=client-key "$PY" "$ROOT/scripts/sdk_check.py"
 status=$?
 set -e

@@ -14,6 +14,9 @@ Environment:
                      (default: gpt-3.5-turbo-instruct); empty skips them
   SDK_CHECK_ONLY     comma-separated prefixes: run only the checks whose
                      names start with one (e.g. `embeddings,completions`)
+  SDK_CHECK_LIMITED_KEY  a client key of the proxy's `auth` allowed only
+                     gpt-4o-mini with `rpm: 1`, unused so far; runs the
+                     client-key checks (401, 429 as the SDK's errors)
 
 Prints `ok   <check>` or `FAIL <check>: <reason>` per check, then
 `N passed, M failed`, and exits non-zero if anything failed. Usually run by
@@ -235,6 +238,30 @@ def check_unknown_model(client):
     raise CheckFailed("no error raised")
 
 
+def check_client_keys(limited_key):
+    base = os.environ["OPENAI_BASE_URL"]
+    wrong = openai.OpenAI(base_url=base, api_key="sk-not-a-client-key", max_retries=0)
+    try:
+        wrong.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        raise CheckFailed("no error for an unknown key")
+    except openai.AuthenticationError as e:
+        expect(e.code == "invalid_api_key", f"401 code {e.code!r}")
+    limited = openai.OpenAI(base_url=base, api_key=limited_key, max_retries=0)
+    models = [m.id for m in limited.models.list()]
+    expect(models == ["gpt-4o-mini"], f"the limited key lists {models}")
+    # The listing used the key's one request of the minute.
+    try:
+        limited.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        raise CheckFailed("no 429 past rpm: 1")
+    except openai.RateLimitError as e:
+        expect(e.code == "rate_limit_exceeded", f"429 code {e.code!r}")
+        h = e.response.headers
+        expect(int(h.get("retry-after", "0")) >= 1, f"Retry-After {h.get('retry-after')!r}")
+        expect(h.get("x-ratelimit-limit-requests") == "1", "x-ratelimit-limit-requests")
+        expect(h.get("x-ratelimit-remaining-requests") == "0", "x-ratelimit-remaining-requests")
+        expect(h.get("x-ratelimit-reset-requests", "").endswith("s"), "x-ratelimit-reset-requests")
+
+
 def main():
     for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
         if not os.environ.get(var):
@@ -273,6 +300,9 @@ def main():
             (f"completions-stream[{m}]", lambda m=m: check_text_completion_stream(client, m)),
         ]
     checks.append(("unknown-model", lambda: check_unknown_model(client)))
+    limited_key = os.environ.get("SDK_CHECK_LIMITED_KEY")
+    if limited_key:
+        checks.append(("client-keys", lambda: check_client_keys(limited_key)))
     if only:
         checks = [(n, c) for n, c in checks if any(n.startswith(p) for p in only)]
 

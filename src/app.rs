@@ -6,6 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::health::{Health, SystemClock};
 use crate::lifecycle::{Lifecycle, Phase};
@@ -20,6 +21,8 @@ pub struct App {
     /// Indexed like `config.providers`.
     pub providers: Vec<Box<dyn Provider>>,
     pub health: Health,
+    /// Client keys and their limit state (open without `auth`).
+    pub auth: Auth,
     /// Unix time the proxy started, reported as each model's `created`.
     pub created: u64,
     pub hook: Option<Hook>,
@@ -31,8 +34,9 @@ pub struct App {
 
 impl App {
     /// Build the app for `config`. With `previous` (a reload), providers
-    /// whose (name, type, base URL) is unchanged keep their breaker state;
-    /// their indexes are returned.
+    /// whose (name, type, base URL) is unchanged keep their breaker state
+    /// (their indexes are returned), and client keys whose name is
+    /// unchanged keep their rate-limit and concurrency state.
     pub fn new(
         config: Config,
         hook: Option<Hook>,
@@ -57,6 +61,13 @@ impl App {
             Box::new(SystemClock),
             previous.map(|p| &p.health),
         );
+        let (auth, kept_keys) = Auth::new(config.auth.as_ref(), previous.map(|p| &p.auth));
+        if previous.is_some() && config.auth.is_some() {
+            log::info!(
+                "client keys: rate-limit state kept for [{}]",
+                kept_keys.join(", ")
+            );
+        }
         let created = previous.map(|p| p.created).unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -67,6 +78,7 @@ impl App {
             config,
             providers,
             health,
+            auth,
             created,
             hook,
             phase,

@@ -6,7 +6,7 @@
 //! `validate` goes (only a syntax or shape error from serde stops early).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::num::IntErrorKind;
 use std::ops::RangeInclusive;
@@ -141,6 +141,26 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     models: BTreeMap<String, RawModel>,
+    auth: Option<RawAuth>,
+}
+
+/// `auth`: client keys (see `crate::auth`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    keys: Option<Vec<RawClientKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientKey {
+    name: Option<String>,
+    key: Option<String>,
+    key_sha256: Option<String>,
+    models: Option<Vec<String>>,
+    rpm: Option<Value>,
+    max_concurrent: Option<Value>,
+    admin: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +360,42 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Models by the name clients use.
     pub models: BTreeMap<String, ModelConfig>,
+    /// Client keys; `None`: the proxy is open.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `auth`: never empty (see `validate_auth`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub keys: Vec<ClientKey>,
+}
+
+/// One client key. Only the key's SHA-256 is kept: a `key:` value is
+/// hashed during validation and dropped.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// Unique; shown in logs, never the key.
+    pub name: String,
+    pub digest: KeyDigest,
+    /// The models this key may use; `None`: every model.
+    pub models: Option<BTreeSet<String>>,
+    /// Requests per sliding minute; `None`: unlimited.
+    pub rpm: Option<u32>,
+    /// Requests in flight at once, streams included; `None`: unlimited.
+    pub max_concurrent: Option<u32>,
+    /// May call `/metrics` and `/admin/*` (with the observability issue).
+    pub admin: bool,
+}
+
+/// The SHA-256 of a client key. `Debug` does not print it: a digest of a
+/// short key can be reversed by brute force.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyDigest([redacted])")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -542,6 +598,27 @@ impl Config {
                 .collect();
             let _ = writeln!(s, "  {}: {}", m.name, routes.join(", "));
         }
+        // Names and limits only: never a key nor its digest.
+        match &self.auth {
+            None => s.push_str("auth: none (open to every client)\n"),
+            Some(a) => {
+                let _ = writeln!(s, "auth ({} keys):", a.keys.len());
+                let or_all = |v: Option<u32>| v.map_or("unlimited".to_string(), |n| n.to_string());
+                for k in &a.keys {
+                    let models = k.models.as_ref().map_or("all".to_string(), |m| {
+                        m.iter().cloned().collect::<Vec<_>>().join(",")
+                    });
+                    let _ = writeln!(
+                        s,
+                        "  {}: models={models} rpm={} max_concurrent={} admin={}",
+                        k.name,
+                        or_all(k.rpm),
+                        or_all(k.max_concurrent),
+                        k.admin
+                    );
+                }
+            }
+        }
         s
     }
 }
@@ -736,12 +813,147 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
         .map(|(name, p)| validate_provider(name, p, x))
         .collect();
     let models = validate_models(raw.models, &providers, x);
+    let auth = raw.auth.map(|a| validate_auth(a, &models, x));
     Ok(Config {
         server,
         failover,
         providers,
         models,
+        auth,
     })
+}
+
+/// Most `rpm` a key may have: the sliding window keeps one timestamp per
+/// request of the last minute (16 bytes each, 1.6 MB at this limit).
+pub const MAX_RPM: u32 = 100_000;
+
+/// `auth`. An empty `keys` list is an error, not "refuse everything" nor
+/// "open": it is most often a template or a variable gone wrong, and
+/// either guess would be wrong for someone (an open proxy leaks spend, a
+/// closed one is an outage); a reload with it keeps the old config.
+fn validate_auth(
+    a: RawAuth,
+    models: &BTreeMap<String, ModelConfig>,
+    x: &Expander<'_>,
+) -> AuthConfig {
+    let raw = a.keys.unwrap_or_default();
+    if raw.is_empty() {
+        x.report(err(
+            "auth.keys",
+            "at least one key is required (remove `auth` to run open)",
+        ));
+    }
+    let mut keys: Vec<ClientKey> = Vec::with_capacity(raw.len());
+    for (i, k) in raw.into_iter().enumerate() {
+        let path = format!("auth.keys[{i}]");
+        let at = |field: &str| format!("{path}.{field}");
+        let name = x.check(x.string(&at("name"), k.name)).unwrap_or_default();
+        if name.is_empty() {
+            x.report(err(&at("name"), "is required and must not be empty"));
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        {
+            // It goes into log lines as `key=NAME`.
+            x.report(err(
+                &at("name"),
+                "may contain only letters, digits and - _ . : @",
+            ));
+        } else if keys.iter().any(|o| o.name == name) {
+            x.report(err(&at("name"), format!("{name:?} is already used")));
+        }
+        // The key's value never goes into a message: only its path.
+        let digest = match (k.key, k.key_sha256) {
+            (Some(_), Some(_)) => {
+                x.report(err(&path, "give `key` or `key_sha256`, not both"));
+                None
+            }
+            (None, None) => {
+                x.report(err(&path, "`key` or `key_sha256` is required"));
+                None
+            }
+            (Some(key), None) => match x.string(&at("key"), Some(key)) {
+                Ok(Some(key)) if !key.is_empty() => {
+                    Some(KeyDigest(crate::auth::sha256(key.as_bytes())))
+                }
+                Ok(_) => {
+                    x.report(err(&at("key"), "must not be empty"));
+                    None
+                }
+                Err(e) => {
+                    x.report(e);
+                    None
+                }
+            },
+            (None, Some(hex)) => {
+                let hex = x.check(x.string(&at("key_sha256"), Some(hex)));
+                let parsed = hex.as_deref().map(str::trim).and_then(parse_sha256);
+                if parsed.is_none() {
+                    x.report(err(
+                        &at("key_sha256"),
+                        "must be 64 hex digits (the SHA-256 of the key)",
+                    ));
+                }
+                parsed.map(KeyDigest)
+            }
+        };
+        if let Some(d) = &digest
+            && let Some(o) = keys.iter().find(|o| o.digest == *d)
+        {
+            x.report(err(
+                &path,
+                format!("the same key as {:?}; every key must differ", o.name),
+            ));
+        }
+        let allowed = k.models.map(|list| {
+            if list.is_empty() {
+                x.report(err(
+                    &at("models"),
+                    "an empty list allows nothing; omit it to allow every model",
+                ));
+            }
+            let mut set = BTreeSet::new();
+            for (j, m) in list.into_iter().enumerate() {
+                if !models.contains_key(&m) {
+                    x.report(err(
+                        &format!("{path}.models[{j}]"),
+                        format!("no such model {m:?}"),
+                    ));
+                }
+                set.insert(m);
+            }
+            set
+        });
+        let rpm = x.check(x.int(&at("rpm"), k.rpm, 1..=i128::from(MAX_RPM)));
+        let max_concurrent = x.check(x.int(
+            &at("max_concurrent"),
+            k.max_concurrent,
+            1..=i128::from(u32::MAX),
+        ));
+        keys.push(ClientKey {
+            name,
+            digest: digest.unwrap_or(KeyDigest([0; 32])),
+            models: allowed,
+            rpm,
+            max_concurrent,
+            admin: k.admin.unwrap_or(false),
+        });
+    }
+    AuthConfig { keys }
+}
+
+/// 64 hex digits, either case.
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(b.chunks(2)) {
+        let s = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// `server`.

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 mod app;
+mod auth;
 pub mod config;
 mod error;
 mod health;

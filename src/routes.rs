@@ -26,6 +26,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// For streams: how the stream ended.
     pub note: Option<&'static str>,
+    /// The client key's name, if `auth` is set and the key was valid.
+    pub key: Option<String>, // auth hook
 }
 
 impl Outcome {
@@ -41,6 +43,19 @@ impl Outcome {
 /// respond; if the handler panics first, the caller still has it and can
 /// answer 500.
 pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
+    let mut key = None; // auth hook
+    let mut outcome = serve(app, slot, rid, started, &mut key); // auth hook
+    outcome.key = key; // auth hook
+    outcome // auth hook
+} // auth hook
+
+fn serve(
+    app: &App,
+    slot: &mut Option<Request>,
+    rid: &str,
+    started: Instant,
+    key: &mut Option<String>, // auth hook
+) -> Outcome {
     let req = slot.as_ref().expect("request present");
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -55,6 +70,16 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         let status = crate::lifecycle::answer_health(req, &path, &app.phase, base());
         return Outcome::status(status);
     }
+    // auth hook: every other path needs a key (when `auth` is set), before
+    // 404/405, so that no path's existence leaks to a caller without one.
+    let client = match app.auth.authenticate(crate::auth::authorization(req)) {
+        Ok(c) => c,
+        Err(err) => {
+            http::send_error_unread(slot.take().expect("request"), &err, base()); // auth hook
+            return Outcome::status(err.status); // auth hook
+        }
+    }; // auth hook
+    *key = client.name().map(str::to_string); // auth hook
     let allowed = match path.as_str() {
         "/v1/chat/completions" => "POST",
         "/v1/models" => "GET",
@@ -72,12 +97,25 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         http::send_error_unread(slot.take().expect("request"), &err, h);
         return Outcome::status(405);
     }
+    // auth hook: count the request against the key's limits (429 when over).
+    let admission = match client.admit(Instant::now()) {
+        Ok(a) => a,
+        Err(refused) => {
+            let mut h = base(); // auth hook
+            h.extend(refused.headers); // auth hook
+            http::send_error_unread(slot.take().expect("request"), &refused.error, h); // auth hook
+            return Outcome::status(429); // auth hook
+        }
+    }; // auth hook
+    let limit_headers = &admission.headers; // auth hook
+    let base = || -> Headers { [base(), limit_headers.clone()].concat() }; // auth hook
     match (method, path.as_str()) {
         (Method::Get, "/v1/models") => {
             let data: Vec<_> = app
                 .config
                 .models
                 .keys()
+                .filter(|m| client.allows(m)) // auth hook
                 .map(|m| model_json(app, m))
                 .collect();
             let body = json!({ "object": "list", "data": data });
@@ -93,7 +131,10 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         (Method::Get, p) => {
             let id = &p["/v1/models/".len()..];
             let req = slot.take().expect("request");
-            if app.config.models.contains_key(id) {
+            if let Err(err) = client.check_model(id) {
+                http::send_error(req, &err, base(), false); // auth hook
+                Outcome::status(403) // auth hook
+            } else if app.config.models.contains_key(id) {
                 let body = model_json(app, id).to_string();
                 http::send_json(req, 200, base(), body.as_bytes(), false);
                 Outcome::status(200)
@@ -102,7 +143,7 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
                 Outcome::status(404)
             }
         }
-        _ => chat(app, slot, rid, started),
+        _ => chat(app, slot, rid, started, &client, limit_headers), // auth hook
     }
 }
 
@@ -110,8 +151,21 @@ fn model_json(app: &App, id: &str) -> serde_json::Value {
     json!({ "id": id, "object": "model", "created": app.created, "owned_by": "llm-proxy" })
 }
 
-fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
-    let base = || -> Headers { vec![("x-request-id", rid.to_string())] };
+fn chat(
+    app: &App,
+    slot: &mut Option<Request>,
+    rid: &str,
+    started: Instant,
+    client: &crate::auth::Client<'_>, // auth hook
+    limit_headers: &Headers,          // auth hook
+) -> Outcome {
+    let base = || -> Headers {
+        [
+            vec![("x-request-id", rid.to_string())],
+            limit_headers.clone(),
+        ]
+        .concat()
+    }; // auth hook
     let limit = app.config.server.max_body_bytes;
     let req = slot.as_mut().expect("request present");
 
@@ -149,6 +203,13 @@ fn chat(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> O
         model: Some(chat.model.clone()),
         ..Outcome::default()
     };
+    // auth hook: before the lookup, so that a 403 says nothing about
+    // which models exist.
+    if let Err(err) = client.check_model(&chat.model) {
+        http::send_error(slot.take().expect("request"), &err, base(), false); // auth hook
+        outcome.status = 403; // auth hook
+        return outcome; // auth hook
+    } // auth hook
     let Some(model) = app.config.models.get(&chat.model) else {
         let err = ProxyError::model_not_found(&chat.model);
         http::send_error(slot.take().expect("request"), &err, base(), false);

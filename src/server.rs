@@ -226,6 +226,9 @@ pub fn serve_from(
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let server = Arc::new(server);
+    if let Some(warning) = crate::auth::open_warning(&config, addr) {
+        log::warn!("{warning}");
+    }
     let lifecycle = Lifecycle::new(config, hook, source);
     let pool = Pool::new(lifecycle.clone());
     let stop = Arc::new(AtomicBool::new(false));
@@ -627,7 +630,8 @@ fn handle(app: &App, req: Request) {
     };
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     log::info!(
-        "{rid} {method} {path} model={} provider={} attempts={} status={}{} {ms:.1}ms",
+        "{rid} {method} {path} key={} model={} provider={} attempts={} status={}{} {ms:.1}ms",
+        outcome.key.as_deref().unwrap_or("-"),
         outcome.model.as_deref().unwrap_or("-"),
         outcome.provider.as_deref().unwrap_or("-"),
         outcome.attempts,

@@ -568,6 +568,30 @@ impl Proxy {
     }
 }
 
+/// GET `url` + `path` (no body) or, with a body, POST it as JSON; with
+/// extra `headers` (e.g. `Authorization`).
+pub fn call(url: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    let resp = match body {
+        None => {
+            let mut rb = agent().get(format!("{url}{path}"));
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            rb.call()
+        }
+        Some(body) => {
+            let mut rb = agent()
+                .post(format!("{url}{path}"))
+                .header("content-type", "application/json");
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            rb.send(body)
+        }
+    };
+    Resp::read(resp.expect("proxy answers"))
+}
+
 pub fn chat_body(model: &str, stream: bool) -> String {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
         .to_string()
