@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod openai;
 mod providers;
+mod relay;
 mod router;
 mod routes;
 mod server;

@@ -21,24 +21,33 @@ use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
-use crate::openai::ChatRequest;
+use crate::openai::{ApiRequest, Endpoint};
 use crate::sse::{Event, SseReader};
 
 /// One upstream kind. Implementations translate the OpenAI request into
 /// their wire format and their answers back; HTTP is done by [`Upstream`].
+/// The request names its [`Endpoint`]; a kind serves the endpoints it says
+/// it [`serves`](Provider::serves), and the router never calls it for others.
 pub trait Provider: Send + Sync {
-    /// A non-streaming completion: the body of an OpenAI `chat.completion`.
-    fn complete(&self, req: &ChatRequest, model_id: &str) -> Result<Vec<u8>, ProviderError>;
+    /// Whether this kind can serve `endpoint` at all. One that cannot is
+    /// skipped for it without touching its breaker. Match exhaustively, so
+    /// that a new endpoint is a compile error in every provider kind.
+    fn serves(&self, endpoint: Endpoint) -> bool;
 
-    /// A streaming completion. Returns once the upstream has answered 2xx.
+    /// A non-streaming answer: the OpenAI body for `req.endpoint`.
+    fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError>;
+
+    /// A streaming answer. Returns once the upstream has answered 2xx.
     fn stream(
         &self,
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError>;
 }
 
-/// The OpenAI-shaped events of one upstream stream.
+/// The OpenAI-shaped events of one upstream stream (chat or text
+/// completions). When it commits and how it ends is decided by
+/// [`crate::relay`], the same for every kind.
 pub trait ChatStream: Send {
     /// The next event to send to the client, fully encoded (`data: {...}\n\n`).
     /// `Ok(None)` is a complete stream (the caller sends `data: [DONE]`).

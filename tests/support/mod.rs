@@ -933,3 +933,33 @@ pub fn leaked_fragments(text: &str, secret: &str, n: usize) -> Vec<String> {
         .map(|(w, _)| String::from_utf8_lossy(w).into_owned())
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Configs for the endpoint tests.
+
+/// A config serving `model` from `providers` (name, `type`, fake), in
+/// priority order, with `extra` YAML at the top level. Each provider's key
+/// is `sk-{name}-key-000001` (for asserting it never leaks).
+pub fn config_for(model: &str, providers: &[(&str, &str, &Fake)], extra: &str) -> String {
+    let mut yaml = format!("{extra}\nproviders:\n");
+    for (name, kind, fake) in providers {
+        let base = if *kind == "openai" {
+            fake.base_url()
+        } else {
+            fake.root_url()
+        };
+        yaml.push_str(&format!(
+            "  {name}:\n    type: {kind}\n    api_key: sk-{name}-key-000001\n    base_url: {base}\n    timeout: 2\n    stream_timeout: 5\n"
+        ));
+        if *kind == "azure" {
+            yaml.push_str("    api_version: 2024-10-21\n");
+        }
+    }
+    yaml.push_str(&format!("models:\n  {model}:\n    providers:\n"));
+    for (i, (name, _, _)) in providers.iter().enumerate() {
+        yaml.push_str(&format!(
+            "      {name}: {{priority: {i}, model_id: up-{name}}}\n"
+        ));
+    }
+    yaml
+}
