@@ -159,3 +159,39 @@ fn a_held_chunk_is_sent_at_commit() {
     assert_eq!(got.last().unwrap(), "[DONE]");
     assert_eq!(delta_text(&got[1..got.len() - 1]), "Hi");
 }
+
+#[test]
+fn models_and_errors_validate_against_the_spec() {
+    let fake = Fake::ok("hello");
+    let p = Proxy::start(&config_for("m", &[("up", "openai", &fake)], ""));
+    spec::assert_valid("ListModelsResponse", &p.get("/v1/models").json());
+    spec::assert_valid("Model", &p.get("/v1/models/m").json());
+    for r in [p.get("/v1/models/x"), p.get("/x"), p.get("/v1/embeddings")] {
+        spec::assert_valid("ErrorResponse", &r.json());
+    }
+    spec::assert_valid("CreateChatCompletionResponse", &p.chat("m").json());
+}
+
+/// The validator is not vacuous: it finds the spec and rejects an error
+/// without `param`, a model without `owned_by`.
+#[test]
+fn the_spec_validator_rejects_missing_fields() {
+    let bad = [
+        (
+            "ErrorResponse",
+            serde_json::json!({"error": {"message": "m", "type": "t", "code": null}}),
+        ),
+        (
+            "Model",
+            serde_json::json!({"id": "m", "object": "model", "created": 1}),
+        ),
+        (
+            "ListModelsResponse",
+            serde_json::json!({"object": "list", "data": [{"id": 5}]}),
+        ),
+    ];
+    for (schema, v) in bad {
+        let caught = std::panic::catch_unwind(|| spec::assert_valid(schema, &v));
+        assert!(caught.is_err(), "{schema} accepted {v}");
+    }
+}

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod endpoint;
+pub mod spec;
+
 /// A one-shot signal a test can open, and a fake upstream can wait on.
 #[derive(Clone, Default)]
 pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
