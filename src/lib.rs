@@ -26,6 +26,7 @@ mod trim;
 
 pub use app::Hook;
 pub use config::{Config, ConfigError};
+pub use providers::endpoint_notes;
 pub use server::{Handle, serve, start};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.

@@ -19,7 +19,7 @@ use ureq::http::{Response, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
 use crate::openai::{ApiRequest, Endpoint};
 use crate::sse::{Event, SseReader};
@@ -71,6 +71,30 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
         ProviderKind::Azure => Box::new(azure::new(upstream, cfg)),
         ProviderKind::Anthropic => Box::new(anthropic::new(upstream, cfg)),
     }
+}
+
+/// Notes for `--check-config`: each model that none of its providers can
+/// serve for some endpoint (a model served only by Anthropic has no
+/// embeddings). Not an error: the endpoint answers 400
+/// `unsupported_endpoint` for it, and the model's other endpoints work.
+pub fn endpoint_notes(config: &Config) -> Vec<String> {
+    let providers: Vec<Box<dyn Provider>> = config.providers.iter().map(|p| build(p, 1)).collect();
+    let mut notes = Vec::new();
+    for m in config.models.values() {
+        let missing: Vec<String> = Endpoint::ALL
+            .into_iter()
+            .filter(|e| !m.routes.iter().any(|r| providers[r.provider].serves(*e)))
+            .map(|e| e.to_string())
+            .collect();
+        if !missing.is_empty() {
+            notes.push(format!(
+                "note: model {} cannot serve {}: none of its providers supports it",
+                m.name,
+                missing.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// Bytes buffered per upstream connection. ureq's defaults of 128 KiB each
