@@ -145,17 +145,17 @@ impl ApiRequest {
                 .with_param("model"));
             }
         };
+        let field = endpoint.required();
+        if body.get(field).is_none_or(Value::is_null) {
+            return Err(
+                ProxyError::bad_request(format!("Missing required parameter: '{field}'."))
+                    .with_param(field),
+            );
+        }
         match endpoint {
-            Endpoint::Chat => check_messages(&body)?,
-            Endpoint::Completions | Endpoint::Embeddings => {
-                let field = endpoint.required();
-                if body.get(field).is_none_or(Value::is_null) {
-                    return Err(ProxyError::bad_request(format!(
-                        "Missing required parameter: '{field}'."
-                    ))
-                    .with_param(field));
-                }
-            }
+            Endpoint::Chat => check_messages(&body[field])?,
+            // Passed on as sent: the upstream judges `prompt` and `input`.
+            Endpoint::Completions | Endpoint::Embeddings => {}
         }
         let stream = match body.get("stream") {
             // Embeddings have no stream; the field goes upstream as sent.
@@ -199,37 +199,27 @@ impl ApiRequest {
 }
 
 /// `messages`: a non-empty array of objects.
-fn check_messages(body: &Map<String, Value>) -> Result<(), ProxyError> {
-    match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => {
+fn check_messages(messages: &Value) -> Result<(), ProxyError> {
+    match messages {
+        Value::Array(m) if !m.is_empty() => {
             if let Some(i) = m.iter().position(|msg| !msg.is_object()) {
                 return Err(ProxyError::bad_request(format!(
                     "Invalid type for 'messages[{i}]': expected an object"
                 ))
                 .with_param(&format!("messages[{i}]")));
             }
+            Ok(())
         }
-        Some(Value::Array(_)) => {
-            return Err(ProxyError::bad_request(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
-            )
-            .with_param("messages"));
-        }
-        None | Some(Value::Null) => {
-            return Err(
-                ProxyError::bad_request("Missing required parameter: 'messages'.")
-                    .with_param("messages"),
-            );
-        }
-        Some(other) => {
-            return Err(ProxyError::bad_request(format!(
-                "Invalid type for 'messages': expected an array, got {}",
-                type_name(other)
-            ))
-            .with_param("messages"));
-        }
+        Value::Array(_) => Err(ProxyError::bad_request(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+        )
+        .with_param("messages")),
+        other => Err(ProxyError::bad_request(format!(
+            "Invalid type for 'messages': expected an array, got {}",
+            type_name(other)
+        ))
+        .with_param("messages")),
     }
-    Ok(())
 }
 
 /// Serializes a map with `model` swapped, without cloning the (possibly

@@ -41,6 +41,15 @@ fn text_events(parts: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A fake that streams these texts, then `end`.
+fn text_stream(parts: &[&str], end: End) -> Fake {
+    Fake::new(Reply::Stream {
+        events: text_events(parts),
+        pace: None,
+        end,
+    })
+}
+
 fn stream_body(model: &str) -> String {
     json!({"model": model, "prompt": "Say hi", "stream": true}).to_string()
 }
@@ -108,11 +117,7 @@ fn completions_skip_anthropic_without_touching_its_breaker() {
 
 #[test]
 fn completions_stream_relays_events_and_done() {
-    let fake = Fake::new(Reply::Stream {
-        events: text_events(&["Hel", "lo"]),
-        pace: None,
-        end: End::Done,
-    });
+    let fake = text_stream(&["Hel", "lo"], End::Done);
     let p = Proxy::start(&config_for("m", &[("up", "openai", &fake)], ""));
     let resp = open(&p, "m");
     assert_eq!(resp.status(), 200);
@@ -139,20 +144,8 @@ fn completions_stream_relays_events_and_done() {
 #[test]
 fn completions_stream_fails_over_before_commit() {
     let primary = Fake::new(Reply::error(502, "bad gateway"));
-    let backup = Fake::new(Reply::Stream {
-        events: text_events(&["from backup"]),
-        pace: None,
-        end: End::Done,
-    });
-    let yaml = config_for(
-        "m",
-        &[
-            ("primary", "openai", &primary),
-            ("backup", "openai", &backup),
-        ],
-        "",
-    );
-    let p = Proxy::start(&yaml);
+    let backup = text_stream(&["from backup"], End::Done);
+    let p = primary_backup(&primary, &backup, "");
     let resp = open(&p, "m");
     assert_eq!(
         resp.headers().get("x-llm-proxy-provider").unwrap(),
@@ -165,21 +158,13 @@ fn completions_stream_fails_over_before_commit() {
 
 #[test]
 fn completions_stream_mid_stream_error_is_an_error_event_without_done() {
-    let primary = Fake::new(Reply::Stream {
-        events: text_events(&["partial"]),
-        pace: None,
-        end: End::Cut,
-    });
+    let primary = text_stream(&["partial"], End::Cut);
     let backup = Fake::new(Reply::json(200, answer("backup")));
-    let yaml = config_for(
-        "m",
-        &[
-            ("primary", "openai", &primary),
-            ("backup", "openai", &backup),
-        ],
+    let p = primary_backup(
+        &primary,
+        &backup,
         "failover: {max_failures: 1, cooldown: 60}",
     );
-    let p = Proxy::start(&yaml);
     let events = read_events(open(&p, "m"), |_| {});
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(texts(&events[..1]), "partial");
@@ -197,11 +182,7 @@ fn completions_stream_mid_stream_error_is_an_error_event_without_done() {
 
 #[test]
 fn completions_stream_reuses_the_upstream_connection() {
-    let fake = Fake::new(Reply::Stream {
-        events: text_events(&["a", "b"]),
-        pace: None,
-        end: End::Done,
-    });
+    let fake = text_stream(&["a", "b"], End::Done);
     let p = Proxy::start(&config_for("m", &[("up", "openai", &fake)], ""));
     for _ in 0..5 {
         let events = read_events(open(&p, "m"), |_| {});

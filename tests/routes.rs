@@ -116,15 +116,7 @@ fn a_chunk_without_content_does_not_commit_the_stream() {
         end: End::Cut,
     });
     let backup = Fake::new(Reply::chunks(&["from ", "backup"], End::Done));
-    let yaml = config_for(
-        "m",
-        &[
-            ("primary", "openai", &primary),
-            ("backup", "openai", &backup),
-        ],
-        "",
-    );
-    let p = Proxy::start(&yaml);
+    let p = primary_backup(&primary, &backup, "");
     let resp = p.open_stream("m");
     assert_eq!(
         resp.headers().get("x-llm-proxy-provider").unwrap(),

@@ -70,15 +70,7 @@ impl Case {
     pub fn fails_over(&self) {
         let primary = Fake::new(Reply::error(500, "boom"));
         let backup = self.ok("backup");
-        let yaml = config_for(
-            "m",
-            &[
-                ("primary", "openai", &primary),
-                ("backup", "openai", &backup),
-            ],
-            "",
-        );
-        let p = Proxy::start(&yaml);
+        let p = primary_backup(&primary, &backup, "");
         let r = p.post_with(
             self.path,
             &(self.body)("m").to_string(),
@@ -96,15 +88,7 @@ impl Case {
     pub fn wrong_shape_fails_over(&self) {
         let primary = Fake::new(Reply::json(200, json!({"object": "nonsense"})));
         let backup = self.ok("backup");
-        let yaml = config_for(
-            "m",
-            &[
-                ("primary", "openai", &primary),
-                ("backup", "openai", &backup),
-            ],
-            "",
-        );
-        let p = Proxy::start(&yaml);
+        let p = primary_backup(&primary, &backup, "");
         let r = self.post(&p, "m");
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"));
@@ -114,15 +98,11 @@ impl Case {
     pub fn breaker_skips(&self) {
         let primary = Fake::new(Reply::error(503, "down"));
         let backup = self.ok("backup");
-        let yaml = config_for(
-            "m",
-            &[
-                ("primary", "openai", &primary),
-                ("backup", "openai", &backup),
-            ],
+        let p = primary_backup(
+            &primary,
+            &backup,
             "failover: {max_failures: 1, cooldown: 60}",
         );
-        let p = Proxy::start(&yaml);
         for _ in 0..3 {
             let r = self.post(&p, "m");
             assert_eq!(r.status, 200, "{}", r.body);
@@ -153,15 +133,7 @@ impl Case {
             json!({"error": {"message": "bad input for sk-primary-key-000001", "type": "invalid_request_error", "param": self.required, "code": "bad"}}),
         ));
         let backup = self.ok("backup");
-        let yaml = config_for(
-            "m",
-            &[
-                ("primary", "openai", &primary),
-                ("backup", "openai", &backup),
-            ],
-            "failover: {max_failures: 1}",
-        );
-        let p = Proxy::start(&yaml);
+        let p = primary_backup(&primary, &backup, "failover: {max_failures: 1}");
         for _ in 0..2 {
             let r = self.post(&p, "m");
             assert_eq!(r.status, 400, "{}", r.body);

@@ -966,3 +966,12 @@ pub fn config_for(model: &str, providers: &[(&str, &str, &Fake)], extra: &str) -
     }
     yaml
 }
+
+/// A proxy serving model `m` from `primary` then `backup` (openai kind).
+pub fn primary_backup(primary: &Fake, backup: &Fake, extra: &str) -> Proxy {
+    Proxy::start(&config_for(
+        "m",
+        &[("primary", "openai", primary), ("backup", "openai", backup)],
+        extra,
+    ))
+}
