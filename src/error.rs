@@ -549,6 +549,67 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 mod tests {
     use super::*;
 
+    const ALL_KINDS: [ErrorKind; 17] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::BodyRead,
+        ErrorKind::ModelNotFound,
+        ErrorKind::UnsupportedEndpoint,
+        ErrorKind::UnknownUrl,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::TooLarge,
+        ErrorKind::RequestTimeout,
+        ErrorKind::HeaderTooLarge,
+        ErrorKind::ExpectationFailed,
+        ErrorKind::HttpVersion,
+        ErrorKind::InvalidHttp,
+        ErrorKind::Internal,
+        ErrorKind::Overloaded,
+        ErrorKind::Unavailable,
+        ErrorKind::UpstreamStream,
+        ErrorKind::Upstream,
+    ];
+
+    /// A new kind is a compile error here: add it to `ALL_KINDS` too.
+    #[allow(dead_code)]
+    fn all_kinds_is_complete(k: ErrorKind) {
+        use ErrorKind::*;
+        match k {
+            InvalidRequest | BodyRead | ModelNotFound | UnsupportedEndpoint | UnknownUrl
+            | MethodNotAllowed | TooLarge | RequestTimeout | HeaderTooLarge | ExpectationFailed
+            | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable | UpstreamStream
+            | Upstream => {}
+        }
+    }
+
+    #[test]
+    fn the_error_table_is_consistent() {
+        let mut codes = std::collections::HashSet::new();
+        for kind in ALL_KINDS {
+            let (status, ty, code) = kind.table();
+            assert!(
+                ["invalid_request_error", "server_error"].contains(&ty),
+                "{kind:?}"
+            );
+            // A 4xx is never a server_error: the client must not retry it.
+            assert!(status >= 500 || ty == "invalid_request_error", "{kind:?}");
+            if let Some(code) = code {
+                assert!(codes.insert(code), "{kind:?}: code {code} used twice");
+            }
+            let body = ProxyError::new(kind, "m").body();
+            let e = &body["error"];
+            assert_eq!(e["type"], ty);
+            assert_eq!(e["code"].as_str(), code);
+            for k in ["message", "type", "param", "code"] {
+                assert!(e.get(k).is_some(), "{kind:?} lacks {k}");
+            }
+        }
+        for status in [408, 414, 431, 417, 503, 505, 400, 411] {
+            let kind = ErrorKind::of_listener_status(status);
+            assert!(ALL_KINDS.contains(&kind));
+            assert!(kind.table().0 >= 400);
+        }
+    }
+
     #[test]
     fn failover_classes() {
         let st = |s| ProviderError::Status {
