@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
 use tiny_http::{HTTPVersion, Request};
 
 use crate::app::App;
@@ -80,14 +80,37 @@ pub fn open<'a>(
     }
 }
 
-/// One choice of a chunk, as far as committing needs it.
+/// One choice of a chunk, as far as committing needs it. `Option` of
+/// `IgnoredAny` is `None` for a field that is absent or null, without
+/// building the value.
 #[derive(Deserialize)]
 struct ChoiceProbe {
-    /// Chat: `role`, `content`, `tool_calls`, `refusal`, ...
-    delta: Option<Map<String, Value>>,
+    delta: Option<DeltaProbe>,
     /// Text completions.
-    text: Option<Value>,
-    finish_reason: Option<Value>,
+    text: Option<TextProbe>,
+    finish_reason: Option<IgnoredAny>,
+}
+
+/// What a chat delta can carry.
+#[derive(Deserialize)]
+struct DeltaProbe {
+    role: Option<IgnoredAny>,
+    content: Option<IgnoredAny>,
+    tool_calls: Option<IgnoredAny>,
+    function_call: Option<IgnoredAny>,
+    refusal: Option<IgnoredAny>,
+    audio: Option<IgnoredAny>,
+    /// Reasoning text, as DeepSeek, vLLM and OpenRouter send it.
+    reasoning_content: Option<IgnoredAny>,
+    reasoning: Option<IgnoredAny>,
+}
+
+/// A completion's `text`: content unless it is the empty string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextProbe {
+    Text(String),
+    Other(IgnoredAny),
 }
 
 #[derive(Deserialize)]
@@ -99,26 +122,47 @@ struct ChunkProbe {
 /// Whether an encoded event carries a role or content (or ends a choice):
 /// the rule for commit, the same for every provider kind and endpoint.
 fn commits(event: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(event);
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    let Ok(chunk) = serde_json::from_str::<ChunkProbe>(&data.join("\n")) else {
+    let probe = match single_data_line(event) {
+        Some(data) => serde_json::from_slice::<ChunkProbe>(data),
+        None => {
+            let text = String::from_utf8_lossy(event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            serde_json::from_str::<ChunkProbe>(&data.join("\n"))
+        }
+    };
+    let Ok(chunk) = probe else {
         // Providers pass on only events they checked; anything else is
         // content as far as the client is concerned.
         return true;
     };
     chunk.choices.iter().any(|c| {
-        c.delta
-            .as_ref()
-            .is_some_and(|d| d.values().any(|v| !v.is_null()))
-            || c.text
-                .as_ref()
-                .is_some_and(|t| t.as_str().is_none_or(|s| !s.is_empty()))
-            || c.finish_reason.as_ref().is_some_and(|f| !f.is_null())
+        c.delta.as_ref().is_some_and(|d| {
+            d.role.is_some()
+                || d.content.is_some()
+                || d.tool_calls.is_some()
+                || d.function_call.is_some()
+                || d.refusal.is_some()
+                || d.audio.is_some()
+                || d.reasoning_content.is_some()
+                || d.reasoning.is_some()
+        }) || c.text.as_ref().is_some_and(|t| match t {
+            TextProbe::Text(s) => !s.is_empty(),
+            TextProbe::Other(_) => true,
+        }) || c.finish_reason.is_some()
     })
+}
+
+/// The payload of an event that is one `data:` line (`data: {...}\n\n`, as
+/// every provider encodes a chunk), without copying it.
+fn single_data_line(event: &[u8]) -> Option<&[u8]> {
+    let rest = event.strip_prefix(b"data:")?;
+    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    (&rest[end..] == b"\n\n").then_some(&rest[..end])
 }
 
 /// How a stream ended: what [`settle`] judges the provider by.
@@ -286,6 +330,10 @@ mod tests {
         for e in yes {
             assert!(commits(format!("{e}\n\n").as_bytes()), "{e}");
         }
+        // Several data lines are one payload.
+        assert!(commits(
+            b"data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"x\"}}]}\n\n"
+        ));
         let no = [
             r#"data: {"choices":[],"prompt_filter_results":[{"prompt_index":0}]}"#,
             r#"data: {"choices":[{"index":0,"delta":{}}]}"#,
