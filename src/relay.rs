@@ -211,8 +211,8 @@ fn keep_alive_every(stream_idle_timeout: Duration) -> Duration {
 /// An SSE comment; every SSE client ignores it.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
-/// Send the stream to the client, event by event, then settle the
-/// provider's breaker. Returns how it ended, for the log.
+/// Send the stream to the client, event by event, and settle the
+/// provider's breaker when it ends. Returns how it ended, for the log.
 pub fn relay(
     app: &App,
     req: Request,
@@ -222,12 +222,28 @@ pub fn relay(
     provider: &str,
     rid: &str,
 ) -> StreamEnd {
-    let end = run(req, headers, opened, provider, rid);
-    settle(app, permit, &end, provider, rid);
+    let mut permit = Some(permit);
+    let mut settled = |end: &StreamEnd| {
+        if let Some(permit) = permit.take() {
+            settle(app, permit, end, provider, rid);
+        }
+    };
+    let end = run(req, headers, opened, provider, rid, &mut settled);
+    settled(&end);
     end
 }
 
-fn run(req: Request, headers: Headers, opened: Opened<'_>, provider: &str, rid: &str) -> StreamEnd {
+/// Relay the stream; `settle` is called once its end is known and before
+/// the client's body ends, so that a client's next request already finds
+/// the breaker's verdict (for a client that left, after).
+fn run(
+    req: Request,
+    headers: Headers,
+    opened: Opened<'_>,
+    provider: &str,
+    rid: &str,
+    settle: &mut dyn FnMut(&StreamEnd),
+) -> StreamEnd {
     let Opened {
         mut stream,
         mut held,
@@ -292,6 +308,7 @@ fn run(req: Request, headers: Headers, opened: Opened<'_>, provider: &str, rid: 
             }
         }
     };
+    settle(&end);
     let sent = match &last {
         Some(event) => out.borrow_mut().send(event),
         None => Ok(()),
