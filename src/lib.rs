@@ -18,6 +18,7 @@ mod http;
 pub mod lifecycle;
 mod openai;
 mod providers;
+mod relay;
 mod router;
 mod routes;
 mod server;
@@ -26,6 +27,7 @@ mod trim;
 
 pub use app::Hook;
 pub use config::{Config, ConfigError};
+pub use providers::endpoint_notes;
 pub use server::{Controller, Handle, serve, serve_from, start, start_from};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.
