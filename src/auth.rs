@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::{AuthConfig, ClientKey, Config};
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 
 /// The window `rpm` counts over.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -302,68 +302,44 @@ pub struct Refused {
     pub headers: Headers,
 }
 
-fn error(status: u16, kind: &'static str, code: &str, message: String) -> ProxyError {
-    ProxyError {
-        status,
-        message,
-        kind,
-        param: None,
-        code: Some(code.to_string()),
-        retry_after: None,
-        upstream: None,
-    }
-}
-
 /// 401: the same for a missing header, a malformed one and an unknown key,
 /// so that it says nothing about which keys exist.
 pub fn invalid_api_key() -> ProxyError {
-    error(
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-        "Missing or invalid API key. Send your client key as `Authorization: Bearer <key>`."
-            .to_string(),
+    ProxyError::new(
+        ErrorKind::InvalidApiKey,
+        "Missing or invalid API key. Send your client key as `Authorization: Bearer <key>`.",
     )
 }
 
 /// 403: the key may not use this model.
 pub fn model_not_allowed(model: &str) -> ProxyError {
-    let mut e = error(
-        403,
-        "invalid_request_error",
-        "model_not_allowed",
+    ProxyError::new(
+        ErrorKind::ModelNotAllowed,
         format!("This API key may not use the model `{model}`."),
-    );
-    e.param = Some("model".to_string());
-    e
+    )
+    .with_param("model")
 }
 
 /// 429: the key's `rpm` is used up.
 pub fn rpm_exceeded(rpm: u32, retry_after: u64) -> ProxyError {
-    let mut e = error(
-        429,
-        "requests",
-        "rate_limit_exceeded",
+    ProxyError::new(
+        ErrorKind::RateLimited,
         format!(
             "Rate limit reached for this API key: {rpm} requests per minute. Please try again in {retry_after}s."
         ),
-    );
-    e.retry_after = Some(retry_after);
-    e
+    )
+    .with_retry_after(retry_after)
 }
 
 /// 429: the key has `max_concurrent` requests in flight.
 pub fn concurrency_exceeded(max: u32) -> ProxyError {
-    let mut e = error(
-        429,
-        "requests",
-        "rate_limit_exceeded",
+    ProxyError::new(
+        ErrorKind::RateLimited,
         format!(
             "Too many concurrent requests for this API key: at most {max} at once. Please try again when one has finished."
         ),
-    );
-    e.retry_after = Some(1);
-    e
+    )
+    .with_retry_after(1)
 }
 
 /// The startup warning for an open proxy (no `auth`) on an address other
@@ -459,7 +435,7 @@ mod tests {
         let one = c.admit(now).ok().unwrap();
         let two = c.admit(now).ok().unwrap();
         let refused = c.admit(now).err().unwrap();
-        assert_eq!(refused.error.code.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(refused.error.kind, crate::error::ErrorKind::RateLimited);
         assert_eq!(refused.error.retry_after, Some(1));
         drop(one);
         let three = c.admit(now).ok().unwrap();

@@ -62,16 +62,6 @@ impl ProviderError {
         }
     }
 
-    /// The upstream status, if it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ProviderError::Status { status, .. } | ProviderError::Redirect { status, .. } => {
-                Some(*status)
-            }
-            _ => None,
-        }
-    }
-
     fn upstream_message(&self) -> String {
         match self {
             ProviderError::Connect(m) => format!("connection failed: {m}"),
@@ -99,14 +89,113 @@ impl fmt::Display for ProviderError {
     }
 }
 
+/// Every error the proxy itself answers, and the one table that maps each
+/// to its HTTP status and the OpenAI `type` and `code`. Every producer of
+/// an error body goes through it: the routes, the server's overload and
+/// panic answers, tiny_http's own refusals, the mid-stream error event, and
+/// a provider's refusal of a request it cannot translate. (An upstream's
+/// own 4xx is passed through as [`ErrorKind::Upstream`], with its status.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The body is malformed or misses a required field.
+    InvalidRequest,
+    /// The body could not be read (most often a client that stalled).
+    BodyRead,
+    /// The model is not configured.
+    ModelNotFound,
+    /// None of the model's providers can serve the endpoint.
+    UnsupportedEndpoint,
+    /// No route for the path.
+    UnknownUrl,
+    /// The path exists, for another method.
+    MethodNotAllowed,
+    /// The body is over `max_body_bytes`.
+    TooLarge,
+    /// A request head that stopped arriving (tiny_http's 408).
+    RequestTimeout,
+    /// A request line or header over the limit (414 / 431).
+    HeaderTooLarge,
+    /// An `Expect` other than `100-continue` (417).
+    ExpectationFailed,
+    /// HTTP/2 or later (505).
+    HttpVersion,
+    /// Any other malformed HTTP request.
+    InvalidHttp,
+    /// The handler panicked.
+    Internal,
+    /// The worker pool stayed full for the queue timeout.
+    Overloaded,
+    /// Every provider of the model failed or is cooling down.
+    Unavailable,
+    /// The provider failed after the stream began (sent as an SSE event).
+    UpstreamStream,
+    /// The drain's deadline passed while the stream ran (sent as an SSE
+    /// event).
+    ShuttingDown,
+    /// The upstream's own non-failover error, passed through.
+    Upstream,
+    /// A client key is required and was missing, malformed or unknown.
+    InvalidApiKey,
+    /// The client key may not use the model.
+    ModelNotAllowed,
+    /// The client key is over its `rpm` or `max_concurrent`.
+    RateLimited,
+}
+
+impl ErrorKind {
+    /// `(status, type, code)`: the table.
+    pub fn table(self) -> (u16, &'static str, Option<&'static str>) {
+        use ErrorKind::*;
+        const REQ: &str = "invalid_request_error";
+        const SRV: &str = "server_error";
+        match self {
+            InvalidRequest => (400, REQ, None),
+            BodyRead => (400, REQ, Some("body_read_error")),
+            ModelNotFound => (404, REQ, Some("model_not_found")),
+            UnsupportedEndpoint => (400, REQ, Some("unsupported_endpoint")),
+            UnknownUrl => (404, REQ, Some("unknown_url")),
+            MethodNotAllowed => (405, REQ, Some("method_not_allowed")),
+            TooLarge => (413, REQ, Some("request_too_large")),
+            RequestTimeout => (408, REQ, Some("request_timeout")),
+            HeaderTooLarge => (431, REQ, Some("request_header_too_large")),
+            ExpectationFailed => (417, REQ, Some("expectation_failed")),
+            HttpVersion => (505, REQ, Some("http_version_not_supported")),
+            InvalidHttp => (400, REQ, Some("invalid_http_request")),
+            Internal => (500, SRV, Some("internal_error")),
+            Overloaded => (503, SRV, Some("server_overloaded")),
+            Unavailable => (503, SRV, Some("providers_unavailable")),
+            UpstreamStream => (502, SRV, Some("upstream_stream_error")),
+            ShuttingDown => (503, SRV, Some("server_shutting_down")),
+            Upstream => (502, REQ, None),
+            InvalidApiKey => (401, REQ, Some("invalid_api_key")),
+            ModelNotAllowed => (403, REQ, Some("model_not_allowed")),
+            // OpenAI's own 429s say `"type": "requests"`.
+            RateLimited => (429, "requests", Some("rate_limit_exceeded")),
+        }
+    }
+
+    /// The kind of a refusal tiny_http answers on its own, by its status.
+    pub fn of_listener_status(status: u16) -> ErrorKind {
+        match status {
+            408 => ErrorKind::RequestTimeout,
+            414 | 431 => ErrorKind::HeaderTooLarge,
+            417 => ErrorKind::ExpectationFailed,
+            503 => ErrorKind::Overloaded,
+            505 => ErrorKind::HttpVersion,
+            _ => ErrorKind::InvalidHttp,
+        }
+    }
+}
+
 /// An error response to the client.
 #[derive(Debug, Clone)]
 pub struct ProxyError {
+    pub kind: ErrorKind,
+    /// The kind's status, unless the error says otherwise (an upstream's
+    /// own status, tiny_http's 414 for the 431 kind).
     pub status: u16,
     pub message: String,
-    pub kind: &'static str,
     pub param: Option<String>,
-    pub code: Option<String>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
     /// The full `error` object when it comes from upstream unchanged.
@@ -114,13 +203,12 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
-    fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ProxyError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ProxyError {
         ProxyError {
-            status,
-            message: message.into(),
             kind,
+            status: kind.table().0,
+            message: message.into(),
             param: None,
-            code: None,
             retry_after: None,
             upstream: None,
         }
@@ -131,8 +219,8 @@ impl ProxyError {
         self
     }
 
-    pub fn with_code(mut self, c: &str) -> Self {
-        self.code = Some(c.to_string());
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
         self
     }
 
@@ -143,104 +231,101 @@ impl ProxyError {
 
     /// 400: the request is malformed.
     pub fn bad_request(message: impl Into<String>) -> ProxyError {
-        ProxyError::new(400, "invalid_request_error", message)
+        ProxyError::new(ErrorKind::InvalidRequest, message)
     }
 
     /// 404 for a model this proxy does not serve.
     pub fn model_not_found(model: &str) -> ProxyError {
         ProxyError::new(
-            404,
-            "invalid_request_error",
+            ErrorKind::ModelNotFound,
             format!("The model `{model}` does not exist or you do not have access to it."),
         )
         .with_param("model")
-        .with_code("model_not_found")
+    }
+
+    /// 400 for a model none of whose providers serves the endpoint.
+    pub fn unsupported_endpoint(model: &str, endpoint: impl fmt::Display) -> ProxyError {
+        ProxyError::new(
+            ErrorKind::UnsupportedEndpoint,
+            format!("The model `{model}` does not support {endpoint}: none of its providers can serve it."),
+        )
+        .with_param("model")
     }
 
     /// 404 for a path this proxy does not serve.
     pub fn no_route(method: &str, path: &str) -> ProxyError {
         ProxyError::new(
-            404,
-            "invalid_request_error",
+            ErrorKind::UnknownUrl,
             format!("Invalid URL ({method} {path})"),
         )
-        .with_code("unknown_url")
     }
 
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ProxyError {
         ProxyError::new(
-            405,
-            "invalid_request_error",
+            ErrorKind::MethodNotAllowed,
             format!("Method {method} is not allowed for {path}; use {allowed}"),
         )
-        .with_code("method_not_allowed")
     }
 
     pub fn too_large(limit: u64) -> ProxyError {
         ProxyError::new(
-            413,
-            "invalid_request_error",
+            ErrorKind::TooLarge,
             format!("Request body is larger than the limit of {limit} bytes"),
         )
-        .with_code("request_too_large")
     }
 
     pub fn internal(message: impl Into<String>) -> ProxyError {
-        ProxyError::new(500, "server_error", message).with_code("internal_error")
+        ProxyError::new(ErrorKind::Internal, message)
     }
 
     /// 503 when the worker pool stayed full for the queue timeout.
     pub fn overloaded(retry_after: u64) -> ProxyError {
         ProxyError::new(
-            503,
-            "server_error",
+            ErrorKind::Overloaded,
             "The proxy is at its concurrency limit; retry shortly",
         )
-        .with_code("server_overloaded")
         .with_retry_after(retry_after)
     }
 
     /// 503 when every provider of a model failed or is cooling down.
     pub fn unavailable(message: impl Into<String>) -> ProxyError {
-        ProxyError::new(503, "server_error", message).with_code("providers_unavailable")
+        ProxyError::new(ErrorKind::Unavailable, message)
     }
 
-    /// The upstream's own non-failover error (400, 422, ...), passed through.
+    /// The upstream's own non-failover error (400, 422, ...), passed
+    /// through. `error` is already a complete OpenAI `error` object (see
+    /// [`normalize_upstream_error`]); only the provider's name is added.
     pub fn from_upstream(provider: &str, status: u16, error: &Value) -> ProxyError {
         let message = error
             .get("message")
             .and_then(Value::as_str)
-            .unwrap_or("upstream error")
-            .to_string();
-        let mut e = ProxyError::new(status, "invalid_request_error", message);
+            .unwrap_or("upstream error");
+        let mut e = ProxyError::new(ErrorKind::Upstream, message).with_status(status);
         let mut obj = error.clone();
         if let Some(o) = obj.as_object_mut() {
-            // The OpenAI schema requires all four keys.
-            for k in ["type", "param", "code"] {
-                o.entry(k).or_insert(Value::Null);
-            }
-            if o.get("type").is_none_or(Value::is_null) {
-                o.insert("type".into(), json!("invalid_request_error"));
-            }
             o.insert("provider".into(), json!(provider));
         }
         e.upstream = Some(Box::new(obj));
         e
     }
 
+    /// The `error` object.
+    pub fn error_object(&self) -> Value {
+        if let Some(u) = &self.upstream {
+            return (**u).clone();
+        }
+        let (_, kind, code) = self.kind.table();
+        json!({
+            "message": self.message,
+            "type": kind,
+            "param": self.param,
+            "code": code,
+        })
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Value {
-        if let Some(u) = &self.upstream {
-            return json!({ "error": u });
-        }
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        })
+        json!({ "error": self.error_object() })
     }
 }
 
@@ -477,6 +562,75 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL_KINDS: [ErrorKind; 21] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::BodyRead,
+        ErrorKind::ModelNotFound,
+        ErrorKind::UnsupportedEndpoint,
+        ErrorKind::UnknownUrl,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::TooLarge,
+        ErrorKind::RequestTimeout,
+        ErrorKind::HeaderTooLarge,
+        ErrorKind::ExpectationFailed,
+        ErrorKind::HttpVersion,
+        ErrorKind::InvalidHttp,
+        ErrorKind::Internal,
+        ErrorKind::Overloaded,
+        ErrorKind::Unavailable,
+        ErrorKind::UpstreamStream,
+        ErrorKind::ShuttingDown,
+        ErrorKind::Upstream,
+        ErrorKind::InvalidApiKey,
+        ErrorKind::ModelNotAllowed,
+        ErrorKind::RateLimited,
+    ];
+
+    /// A new kind is a compile error here: add it to `ALL_KINDS` too.
+    #[allow(dead_code)]
+    fn all_kinds_is_complete(k: ErrorKind) {
+        use ErrorKind::*;
+        match k {
+            InvalidRequest | BodyRead | ModelNotFound | UnsupportedEndpoint | UnknownUrl
+            | MethodNotAllowed | TooLarge | RequestTimeout | HeaderTooLarge | ExpectationFailed
+            | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable | UpstreamStream
+            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited => {}
+        }
+    }
+
+    #[test]
+    fn the_error_table_is_consistent() {
+        let mut codes = std::collections::HashSet::new();
+        for kind in ALL_KINDS {
+            let (status, ty, code) = kind.table();
+            assert!(
+                ["invalid_request_error", "server_error", "requests"].contains(&ty),
+                "{kind:?}"
+            );
+            // A 4xx is never a server_error: the client must not retry it
+            // (a 429 says `requests`, as OpenAI's do).
+            assert!(
+                status >= 500 || ty == "invalid_request_error" || (status, ty) == (429, "requests"),
+                "{kind:?}"
+            );
+            if let Some(code) = code {
+                assert!(codes.insert(code), "{kind:?}: code {code} used twice");
+            }
+            let body = ProxyError::new(kind, "m").body();
+            let e = &body["error"];
+            assert_eq!(e["type"], ty);
+            assert_eq!(e["code"].as_str(), code);
+            for k in ["message", "type", "param", "code"] {
+                assert!(e.get(k).is_some(), "{kind:?} lacks {k}");
+            }
+        }
+        for status in [408, 414, 431, 417, 503, 505, 400, 411] {
+            let kind = ErrorKind::of_listener_status(status);
+            assert!(ALL_KINDS.contains(&kind));
+            assert!(kind.table().0 >= 400);
+        }
+    }
 
     #[test]
     fn failover_classes() {

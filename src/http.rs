@@ -33,8 +33,69 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// What an answer carries, for its content headers.
+pub enum Content {
+    /// A JSON body of this many bytes.
+    Json(usize),
+    /// An event stream of unknown length, chunked unless HTTP/1.0.
+    EventStream { chunked: bool },
+}
+
+/// The headers of every answer, in one place: the caller's (request id,
+/// provider, `Allow`, ...), then `Date`, `Server`, the content headers,
+/// `Retry-After` and `Connection: close` as asked.
+fn all_headers(
+    mut headers: Headers,
+    content: Content,
+    retry_after: Option<u64>,
+    close: bool,
+) -> Headers {
+    headers.push(("Date", date()));
+    headers.push(("Server", "llm-proxy".into()));
+    match content {
+        Content::Json(len) => {
+            headers.push(("Content-Type", "application/json".into()));
+            headers.push(("Content-Length", len.to_string()));
+        }
+        Content::EventStream { chunked } => {
+            headers.push(("Content-Type", "text/event-stream".into()));
+            headers.push(("Cache-Control", "no-cache".into()));
+            headers.push(("X-Accel-Buffering", "no".into()));
+            if chunked {
+                headers.push(("Transfer-Encoding", "chunked".into()));
+            }
+        }
+    }
+    if let Some(secs) = retry_after {
+        headers.push(("Retry-After", secs.to_string()));
+    }
+    if close {
+        headers.push(("Connection", "close".into()));
+    }
+    headers
+}
+
+/// The `Date` header's value (RFC 9110 §6.6.1), formatted once a second
+/// per thread.
+fn date() -> String {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        c.1.clone()
+    })
+}
+
 /// The status line and headers, ending with the blank line.
-pub fn head(status: u16, headers: &Headers, extra: &str) -> String {
+fn head(status: u16, headers: &Headers) -> String {
     let mut h = String::with_capacity(256);
     h.push_str("HTTP/1.1 ");
     h.push_str(&status.to_string());
@@ -47,9 +108,17 @@ pub fn head(status: u16, headers: &Headers, extra: &str) -> String {
         h.push_str(v);
         h.push_str("\r\n");
     }
-    h.push_str(extra);
     h.push_str("\r\n");
     h
+}
+
+/// The head of an event stream. A stream is the connection's last answer
+/// (it outlives tiny_http's read-ahead): it says `Connection: close`.
+pub fn stream_head(headers: Headers, chunked: bool) -> String {
+    head(
+        200,
+        &all_headers(headers, Content::EventStream { chunked }, None, true),
+    )
 }
 
 /// Whether the client said this is its last request on the connection.
@@ -60,54 +129,69 @@ pub fn wants_close(req: &Request) -> bool {
     close_header || *req.http_version() == HTTPVersion(1, 0)
 }
 
-/// Send a complete JSON response. Only for requests whose body has been read
-/// (or never had one): `into_writer` drops tiny_http's body reader, which
-/// would first drain an unread body.
-pub fn send_json(req: Request, status: u16, mut headers: Headers, body: &[u8], close: bool) {
-    headers.push(("Content-Type", "application/json".into()));
-    headers.push(("Content-Length", body.len().to_string()));
+/// Whether the request's body has been read when the answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyState {
+    /// Read (or there was none): the answer goes out as one write.
+    Read,
+    /// Not read: tiny_http writes the answer first and only then discards
+    /// what remains of the body (`into_writer` would drain it first).
+    Unread,
+}
+
+/// Send a complete JSON answer: the one writer of every non-stream answer.
+pub fn send(
+    req: Request,
+    status: u16,
+    headers: Headers,
+    body: &[u8],
+    close: bool,
+    state: BodyState,
+    retry_after: Option<u64>,
+) {
     // A stream request whose stream did not start ends its connection too.
     let close = close || wants_close(&req) || req.reading_stopped();
-    let h = head(
-        status,
-        &headers,
-        if close { "Connection: close\r\n" } else { "" },
-    );
-    let mut buf = Vec::with_capacity(h.len() + body.len());
-    buf.extend_from_slice(h.as_bytes());
-    buf.extend_from_slice(body);
-    let mut w = req.into_writer();
-    if let Err(e) = w.write_all(&buf).and_then(|_| w.flush()) {
-        log::debug!("client went away before the response was written: {e}");
-    }
-}
-
-pub fn send_error(req: Request, err: &ProxyError, mut headers: Headers, close: bool) {
-    if let Some(secs) = err.retry_after {
-        headers.push(("Retry-After", secs.to_string()));
-    }
-    let body = serde_json::to_vec(&err.body()).expect("JSON value serializes");
-    send_json(req, err.status, headers, &body, close);
-}
-
-/// An error response for a request whose body has NOT been read. tiny_http
-/// writes it first and only then discards what remains of the body.
-pub fn send_error_unread(req: Request, err: &ProxyError, headers: Headers) {
-    let body = serde_json::to_vec(&err.body()).expect("JSON value serializes");
-    let mut resp = tiny_http::Response::from_data(body)
-        .with_status_code(err.status)
-        .with_chunked_threshold(usize::MAX);
-    let mut all = headers;
-    all.push(("Content-Type", "application/json".into()));
-    if let Some(secs) = err.retry_after {
-        all.push(("Retry-After", secs.to_string()));
-    }
-    for (k, v) in all {
-        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            resp.add_header(h);
+    let headers = all_headers(headers, Content::Json(body.len()), retry_after, close);
+    let sent = match state {
+        BodyState::Read => {
+            let h = head(status, &headers);
+            let mut buf = Vec::with_capacity(h.len() + body.len());
+            buf.extend_from_slice(h.as_bytes());
+            // HEAD: the GET's headers, Content-Length included, no body.
+            if *req.method() != tiny_http::Method::Head {
+                buf.extend_from_slice(body);
+            }
+            let mut w = req.into_writer();
+            w.write_all(&buf).and_then(|_| w.flush())
         }
-    }
-    if let Err(e) = req.respond(resp) {
+        BodyState::Unread => {
+            let mut resp = tiny_http::Response::from_data(body)
+                .with_status_code(status)
+                .with_chunked_threshold(usize::MAX);
+            // tiny_http writes Content-Length itself, from the data.
+            for (k, v) in headers.iter().filter(|(k, _)| *k != "Content-Length") {
+                if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                    resp.add_header(h);
+                }
+            }
+            req.respond(resp)
+        }
+    };
+    if let Err(e) = sent {
         log::debug!("client went away before the response was written: {e}");
     }
+}
+
+/// Send `err` in the OpenAI shape.
+pub fn send_error(req: Request, err: &ProxyError, headers: Headers, close: bool, state: BodyState) {
+    let body = serde_json::to_vec(&err.body()).expect("JSON value serializes");
+    send(
+        req,
+        err.status,
+        headers,
+        &body,
+        close,
+        state,
+        err.retry_after,
+    );
 }

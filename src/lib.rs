@@ -19,6 +19,7 @@ mod http;
 pub mod lifecycle;
 mod openai;
 mod providers;
+mod relay;
 mod router;
 mod routes;
 mod server;
@@ -73,7 +74,7 @@ pub mod fuzzing {
         model_id: &str,
         max_tokens: u32,
     ) -> Option<Result<Value, ProviderError>> {
-        let req = crate::openai::ChatRequest::parse(body).ok()?;
+        let req = crate::openai::ApiRequest::parse(crate::openai::Endpoint::Chat, body).ok()?;
         Some(crate::providers::anthropic::fuzz::to_anthropic(
             &req, model_id, max_tokens,
         ))
@@ -89,6 +90,7 @@ pub mod fuzzing {
 
 pub use app::Hook;
 pub use config::{Config, ConfigError};
+pub use providers::endpoint_notes;
 pub use server::{Controller, Handle, serve, serve_from, start, start_from};
 
 /// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.

@@ -326,47 +326,16 @@ pub fn watch_signals(signals: CaughtSignals, control: impl Control) -> std::io::
     Ok(())
 }
 
-/// Answer `/health` (liveness: 200 `{"status":"ok"}` while the process
-/// serves) or `/health/ready` (200 `{"status":"ready"}`, 503
-/// `{"status":"draining"}` once draining), to GET or HEAD; other methods
-/// get 405. Returns the status sent.
-pub fn answer_health(
-    req: tiny_http::Request,
-    path: &str,
-    phase: &Phase,
-    mut headers: crate::http::Headers,
-) -> u16 {
-    use std::io::Write;
-    let method = req.method().as_str().to_string();
-    if method != "GET" && method != "HEAD" {
-        let err = crate::error::ProxyError::method_not_allowed(&method, path, "GET, HEAD");
-        headers.push(("Allow", "GET, HEAD".to_string()));
-        crate::http::send_error_unread(req, &err, headers);
-        return 405;
-    }
-    let (status, body): (u16, &[u8]) = match path {
+/// The answer to `/health` (liveness: 200 `{"status":"ok"}` while the
+/// process serves) or `/health/ready` (200 `{"status":"ready"}`, 503
+/// `{"status":"draining"}` once draining). `routes.rs` writes it, to GET
+/// or HEAD.
+pub fn health(path: &str, phase: &Phase) -> (u16, &'static [u8]) {
+    match path {
         "/health" => (200, br#"{"status":"ok"}"#),
         _ if phase.is_ready() => (200, br#"{"status":"ready"}"#),
         _ => (503, br#"{"status":"draining"}"#),
-    };
-    headers.push(("Content-Type", "application/json".into()));
-    headers.push(("Content-Length", body.len().to_string()));
-    headers.push(("Cache-Control", "no-store".into()));
-    let close = crate::http::wants_close(&req) || req.reading_stopped();
-    let mut buf = crate::http::head(
-        status,
-        &headers,
-        if close { "Connection: close\r\n" } else { "" },
-    )
-    .into_bytes();
-    if method == "GET" {
-        buf.extend_from_slice(body);
     }
-    let mut w = req.into_writer();
-    if let Err(e) = w.write_all(&buf).and_then(|_| w.flush()) {
-        log::debug!("client went away before the response was written: {e}");
-    }
-    status
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ fn main() -> ExitCode {
     if args.check {
         println!("config OK: {}", args.config.display());
         print!("{}", config.summary());
+        for note in llm_proxy::endpoint_notes(&config) {
+            println!("{note}");
+        }
         return ExitCode::SUCCESS;
     }
     llm_proxy::init_logging(config.server.log_level);

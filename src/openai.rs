@@ -1,6 +1,7 @@
-//! OpenAI Chat Completions wire types, as far as the proxy needs to look
-//! inside them. The request is kept as a JSON map so that every field the
-//! client sent, known or not, is forwarded unchanged.
+//! The OpenAI API surface the proxy serves: its [`Endpoint`]s and their
+//! request bodies, as far as the proxy needs to look inside them. A request
+//! is kept as a JSON map so that every field the client sent, known or not,
+//! is forwarded unchanged.
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -8,9 +9,106 @@ use serde_json::{Map, Value};
 
 use crate::error::ProxyError;
 
-/// A parsed `POST /v1/chat/completions` body.
+/// An OpenAI endpoint that is routed to providers. Everything that differs
+/// between endpoints is decided here: the path, the required field, whether
+/// it streams, and what a successful body must look like. A provider says
+/// which endpoints it serves in [`crate::providers::Provider::serves`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/completions` (legacy text completions)
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
+
+    /// The path under `/v1` (the client's) and under an OpenAI-compatible
+    /// `base_url` or Azure deployment (the upstream's).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    /// The endpoint served at the client path `path`, if any.
+    pub fn from_client_path(path: &str) -> Option<Endpoint> {
+        let rest = path.strip_prefix("/v1")?;
+        Endpoint::ALL.into_iter().find(|e| e.path() == rest)
+    }
+
+    /// Whether `"stream": true` asks for server-sent events.
+    fn streams(self) -> bool {
+        match self {
+            Endpoint::Chat | Endpoint::Completions => true,
+            Endpoint::Embeddings => false,
+        }
+    }
+
+    /// The field, besides `model`, without which the request is refused
+    /// here rather than by every upstream in turn.
+    fn required(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        }
+    }
+
+    /// Whether a 2xx body is what this endpoint promises: enough of it
+    /// to know it is one, nothing more (the body goes back unchanged).
+    pub fn accepts_body(self, body: &[u8]) -> bool {
+        match self {
+            Endpoint::Chat | Endpoint::Completions => {
+                serde_json::from_slice::<ChoicesProbe>(body).is_ok()
+            }
+            Endpoint::Embeddings => {
+                serde_json::from_slice::<ListProbe>(body).is_ok_and(|l| l.object == "list")
+            }
+        }
+    }
+
+    /// What [`Endpoint::accepts_body`] expects, for error messages.
+    pub fn body_name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "a chat.completion object",
+            Endpoint::Completions => "a text_completion object",
+            Endpoint::Embeddings => "a list object with data",
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/v1{}", self.path())
+    }
+}
+
+/// Just enough of a `chat.completion` / `text_completion` to know the body
+/// is one.
+#[derive(serde::Deserialize)]
+struct ChoicesProbe {
+    #[allow(dead_code)]
+    choices: Vec<serde::de::IgnoredAny>,
+}
+
+/// Just enough of an embeddings answer (`{"object":"list","data":[...]}`).
+#[derive(serde::Deserialize)]
+struct ListProbe {
+    object: String,
+    #[allow(dead_code)]
+    data: Vec<serde::de::IgnoredAny>,
+}
+
+/// A parsed request body for one of the [`Endpoint`]s.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub struct ApiRequest {
+    pub endpoint: Endpoint,
     /// The model name the client asked for.
     pub model: String,
     pub stream: bool,
@@ -18,9 +116,9 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
-impl ChatRequest {
+impl ApiRequest {
     /// Parse and check the few fields the proxy relies on.
-    pub fn parse(bytes: &[u8]) -> Result<ChatRequest, ProxyError> {
+    pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ProxyError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             ProxyError::bad_request(format!(
                 "We could not parse the JSON body of your request: {e}"
@@ -47,36 +145,21 @@ impl ChatRequest {
                 .with_param("model"));
             }
         };
-        match body.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {
-                if let Some(i) = m.iter().position(|msg| !msg.is_object()) {
-                    return Err(ProxyError::bad_request(format!(
-                        "Invalid type for 'messages[{i}]': expected an object"
-                    ))
-                    .with_param(&format!("messages[{i}]")));
-                }
-            }
-            Some(Value::Array(_)) => {
-                return Err(ProxyError::bad_request(
-                    "Invalid 'messages': empty array. Expected an array with minimum length 1.",
-                )
-                .with_param("messages"));
-            }
-            None | Some(Value::Null) => {
-                return Err(
-                    ProxyError::bad_request("Missing required parameter: 'messages'.")
-                        .with_param("messages"),
-                );
-            }
-            Some(other) => {
-                return Err(ProxyError::bad_request(format!(
-                    "Invalid type for 'messages': expected an array, got {}",
-                    type_name(other)
-                ))
-                .with_param("messages"));
-            }
+        let field = endpoint.required();
+        if body.get(field).is_none_or(Value::is_null) {
+            return Err(
+                ProxyError::bad_request(format!("Missing required parameter: '{field}'."))
+                    .with_param(field),
+            );
+        }
+        match endpoint {
+            Endpoint::Chat => check_messages(&body[field])?,
+            // Passed on as sent: the upstream judges `prompt` and `input`.
+            Endpoint::Completions | Endpoint::Embeddings => {}
         }
         let stream = match body.get("stream") {
+            // Embeddings have no stream; the field goes upstream as sent.
+            _ if !endpoint.streams() => false,
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
@@ -87,7 +170,8 @@ impl ChatRequest {
                 .with_param("stream"));
             }
         };
-        Ok(ChatRequest {
+        Ok(ApiRequest {
+            endpoint,
             model,
             stream,
             body,
@@ -111,6 +195,30 @@ impl ChatRequest {
             model: model_id,
         })
         .expect("a JSON map always serializes")
+    }
+}
+
+/// `messages`: a non-empty array of objects.
+fn check_messages(messages: &Value) -> Result<(), ProxyError> {
+    match messages {
+        Value::Array(m) if !m.is_empty() => {
+            if let Some(i) = m.iter().position(|msg| !msg.is_object()) {
+                return Err(ProxyError::bad_request(format!(
+                    "Invalid type for 'messages[{i}]': expected an object"
+                ))
+                .with_param(&format!("messages[{i}]")));
+            }
+            Ok(())
+        }
+        Value::Array(_) => Err(ProxyError::bad_request(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+        )
+        .with_param("messages")),
+        other => Err(ProxyError::bad_request(format!(
+            "Invalid type for 'messages': expected an array, got {}",
+            type_name(other)
+        ))
+        .with_param("messages")),
     }
 }
 
@@ -152,7 +260,8 @@ mod tests {
 
     #[test]
     fn parses_and_replaces_model_keeping_unknown_fields() {
-        let r = ChatRequest::parse(
+        let r = ApiRequest::parse(
+            Endpoint::Chat,
             br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x_custom":{"a":[1,2]},"stream":true}"#,
         )
         .unwrap();
@@ -167,7 +276,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        let e = |b: &str| ChatRequest::parse(b.as_bytes()).unwrap_err();
+        let e = |b: &str| ApiRequest::parse(Endpoint::Chat, b.as_bytes()).unwrap_err();
         assert_eq!(e("{").status, 400);
         assert_eq!(e("[]").status, 400);
         assert_eq!(e(r#"{"messages":[{}]}"#).param.as_deref(), Some("model"));

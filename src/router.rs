@@ -7,21 +7,18 @@ use crate::app::App;
 use crate::config::{ModelConfig, Route};
 use crate::error::{ProviderError, ProxyError};
 use crate::health::{Permit, Skip};
-use crate::openai::ChatRequest;
-use crate::providers::{ChatStream, deadline};
+use crate::openai::ApiRequest;
+use crate::relay::{self, Opened};
 
 /// A successful routing decision.
 pub enum Answer<'a> {
-    /// A complete `chat.completion` body.
+    /// A complete body for the request's endpoint.
     Json(Vec<u8>),
-    /// A stream whose upstream answered 2xx and sent `first` (already
-    /// encoded). `first` is `None` for a stream that ended at once.
+    /// A stream that has committed (see [`relay::open`]). Its provider's
+    /// breaker is settled by [`relay::relay`] when it ends, with `permit`.
     Stream {
-        stream: Box<dyn ChatStream + 'a>,
-        first: Option<Vec<u8>>,
+        opened: Opened<'a>,
         permit: Permit<'a>,
-        /// The provider's `stream_idle_timeout`.
-        idle: Duration,
     },
 }
 
@@ -36,7 +33,7 @@ pub struct Trace {
 pub fn route<'a>(
     app: &'a App,
     model: &ModelConfig,
-    req: &ChatRequest,
+    req: &ApiRequest,
     request_id: &str,
 ) -> (Result<Answer<'a>, ProxyError>, Trace) {
     let mut trace = Trace {
@@ -45,18 +42,29 @@ pub fn route<'a>(
     };
     let mut last_failure: Option<(String, ProviderError)> = None;
     let mut skipped: Vec<String> = Vec::new();
+    // A kind that cannot serve the endpoint (Anthropic has no embeddings)
+    // is left out without touching its breaker.
+    let routes: Vec<&Route> = model
+        .routes
+        .iter()
+        .filter(|r| app.providers[r.provider].serves(req.endpoint))
+        .collect();
+    if routes.is_empty() {
+        let err = ProxyError::unsupported_endpoint(&model.name, req.endpoint);
+        return (Err(err), trace);
+    }
 
     // Routes in priority order. One refused only because enough requests
     // to it are pending (see health.rs) goes to the end, to be tried again
     // past that bound once every other provider failed or is out; the
     // model's last provider is admitted past it at once, as nothing but
     // those deferred ones comes after it.
-    let mut order: Vec<(&Route, bool)> = model.routes.iter().map(|r| (r, false)).collect();
+    let mut order: Vec<(&Route, bool)> = routes.iter().map(|r| (*r, false)).collect();
     let mut next = 0;
     while let Some(&(route, deferred)) = order.get(next) {
         next += 1;
         let pcfg = &app.config.providers[route.provider];
-        let admitted = if deferred || next == model.routes.len() {
+        let admitted = if deferred || next == routes.len() {
             app.health.admit_last_resort(route.provider)
         } else {
             app.health.admit(route.provider)
@@ -88,27 +96,11 @@ pub fn route<'a>(
         let provider = &app.providers[route.provider];
         let started = Instant::now();
         let attempt = if req.stream {
-            // The first chunk is due within `timeout` of the attempt's start,
-            // however the upstream spends it (headers, then comments, pings
-            // or silence); only then is the client committed to it.
-            let _first_chunk = deadline::limit(started, pcfg.timeout, "timeout");
-            let opened = provider
-                .stream(req, &route.model_id)
-                .and_then(|mut stream| {
-                    let first = stream.next_event()?;
-                    Ok((stream, first))
-                });
-            match opened {
+            match relay::open(provider.as_ref(), pcfg, req, &route.model_id, started) {
                 // Success for the breaker is decided when the stream ends.
-                Ok((stream, first)) => {
+                Ok(opened) => {
                     app.health.answered(&mut permit);
-                    let answer = Answer::Stream {
-                        stream,
-                        first,
-                        permit,
-                        idle: pcfg.stream_idle_timeout,
-                    };
-                    return (Ok(answer), trace);
+                    return (Ok(Answer::Stream { opened, permit }), trace);
                 }
                 Err(e) => e,
             }
@@ -121,50 +113,46 @@ pub fn route<'a>(
                 Err(e) => e,
             }
         };
-        match attempt {
-            e if e.is_failover() => {
-                let took = started.elapsed();
-                let reason = e.to_string();
-                let opened = app.health.failure(permit, &reason, e.retry_after());
-                log::warn!(
-                    "{request_id} provider {} failed after {:.0} ms: {reason}{}",
-                    pcfg.name,
-                    took.as_secs_f64() * 1000.0,
-                    if opened {
-                        format!(
-                            "; breaker open for {} s",
-                            app.config.failover.cooldown.as_secs()
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-                last_failure = Some((pcfg.name.clone(), e));
-            }
-            e => {
+        if let ProviderError::Status { status, error, .. } = &attempt {
+            if !attempt.is_failover() {
                 // The upstream judged the request itself bad: it would fail
-                // everywhere, and the provider is healthy.
+                // everywhere, and the provider is healthy. Its error was
+                // normalised once, where the upstream answered.
                 app.health.success(permit);
-                let status = e.status().unwrap_or(400);
-                let error = match &e {
-                    ProviderError::Status { error, .. } => error.clone(),
-                    _ => serde_json::json!({ "message": e.to_string() }),
-                };
-                return (
-                    Err(ProxyError::from_upstream(&pcfg.name, status, &error)),
-                    trace,
-                );
+                let err = ProxyError::from_upstream(&pcfg.name, *status, error);
+                return (Err(err), trace);
             }
         }
+        let took = started.elapsed();
+        let reason = attempt.to_string();
+        let opened = app.health.failure(permit, &reason, attempt.retry_after());
+        log::warn!(
+            "{request_id} provider {} failed after {:.0} ms: {reason}{}",
+            pcfg.name,
+            took.as_secs_f64() * 1000.0,
+            if opened {
+                format!(
+                    "; breaker open for {} s",
+                    app.config.failover.cooldown.as_secs()
+                )
+            } else {
+                String::new()
+            }
+        );
+        last_failure = Some((pcfg.name.clone(), attempt));
     }
 
-    (Err(exhausted(app, model, last_failure, &skipped)), trace)
+    (
+        Err(exhausted(app, model, &routes, last_failure, &skipped)),
+        trace,
+    )
 }
 
 /// The 503 after every provider failed or was skipped.
 fn exhausted(
     app: &App,
     model: &ModelConfig,
+    routes: &[&Route],
     last_failure: Option<(String, ProviderError)>,
     skipped: &[String],
 ) -> ProxyError {
@@ -172,7 +160,7 @@ fn exhausted(
         Some((name, e)) => Some(format!("provider {name}: {e}")),
         None => {
             // Nothing was tried: name the most recent failure we know of.
-            model.routes.iter().find_map(|r| {
+            routes.iter().find_map(|r| {
                 app.health
                     .status(r.provider)
                     .last_error
@@ -180,7 +168,7 @@ fn exhausted(
             })
         }
     };
-    let mut message = if skipped.len() == model.routes.len() {
+    let mut message = if skipped.len() == routes.len() {
         format!(
             "All providers for model '{}' are cooling down after failures",
             model.name
@@ -195,7 +183,7 @@ fn exhausted(
     let mut err = ProxyError::unavailable(message);
     // Retry-After when nothing can be tried right now: the earliest return.
     let mut soonest: Option<Duration> = None;
-    for r in &model.routes {
+    for r in routes {
         match app.health.status(r.provider).available_in {
             Some(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
             None => return err,

@@ -29,8 +29,8 @@ use tiny_http::Request;
 
 use crate::app::{App, Hook};
 use crate::config::{Config, ConfigError};
-use crate::error::ProxyError;
-use crate::http;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::{self, BodyState};
 use crate::lifecycle::{self, DRAIN_GRACE, Lifecycle, ReloadSummary, Source};
 use crate::routes;
 
@@ -286,18 +286,10 @@ fn configure(sock: &SockRef<'_>, client_timeout: Duration) -> io::Result<()> {
 /// oversized head, HTTP/2, a head too slow, too many connections), in the
 /// OpenAI shape.
 fn listener_error_body(status: u16, message: &str) -> String {
-    let (kind, code) = match status {
-        408 => ("invalid_request_error", "request_timeout"),
-        414 | 431 => ("invalid_request_error", "request_header_too_large"),
-        417 => ("invalid_request_error", "expectation_failed"),
-        503 => ("server_error", "server_overloaded"),
-        505 => ("invalid_request_error", "http_version_not_supported"),
-        _ => ("invalid_request_error", "invalid_http_request"),
-    };
-    let mut err = ProxyError::bad_request(message).with_code(code);
-    err.status = status;
-    err.kind = kind;
-    err.body().to_string()
+    ProxyError::new(ErrorKind::of_listener_status(status), message)
+        .with_status(status)
+        .body()
+        .to_string()
 }
 
 fn accept_loop(
@@ -593,7 +585,13 @@ fn reject_overloaded(req: Request, queue_timeout: Duration) {
         queue_timeout.as_secs_f64()
     );
     let err = ProxyError::overloaded(queue_timeout.as_secs().max(1));
-    http::send_error_unread(req, &err, vec![("x-request-id", rid)]);
+    http::send_error(
+        req,
+        &err,
+        vec![("x-request-id", rid)],
+        false,
+        BodyState::Unread,
+    );
 }
 
 /// Run one request, answering 500 in the OpenAI shape if the handler panics.
@@ -620,7 +618,13 @@ fn handle(app: &App, req: Request) {
                     "The proxy hit an internal error handling this request (request id {rid})"
                 ));
                 // Whether the body was read is unknown: use the safe path.
-                http::send_error_unread(req, &err, vec![("x-request-id", rid.clone())]);
+                http::send_error(
+                    req,
+                    &err,
+                    vec![("x-request-id", rid.clone())],
+                    false,
+                    BodyState::Unread,
+                );
             }
             routes::Outcome {
                 status: 500,
@@ -637,7 +641,8 @@ fn handle(app: &App, req: Request) {
         outcome.attempts,
         outcome.status,
         outcome
-            .note
+            .stream
+            .as_ref()
             .map(|n| format!(" stream={n}"))
             .unwrap_or_default(),
     );

@@ -533,3 +533,19 @@ fn demo_serves_through_the_mocks_and_stops_everything_on_sigterm() {
         "the proxy outlived demo.sh"
     );
 }
+
+#[test]
+fn check_config_notes_a_model_no_provider_can_serve_for_an_endpoint() {
+    let yaml = "providers:\n  claude:\n    type: anthropic\n    api_key: sk-ant-note-000001\n  oai:\n    type: openai\n    api_key: sk-oai-note-000001\nmodels:\n  c:\n    providers:\n      claude: {priority: 0}\n  both:\n    providers:\n      claude: {priority: 0}\n      oai: {priority: 1}\n";
+    let cfg = write_config(yaml);
+    let (code, out, err) = run(&["--config", cfg.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!(code, 0, "a note, not an error: {err}");
+    let notes: Vec<&str> = out.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(
+        notes,
+        [
+            "note: model c cannot serve /v1/completions, /v1/embeddings: none of its providers supports it"
+        ],
+        "{out}"
+    );
+}

@@ -1,4 +1,4 @@
-//! Arbitrary client bytes → `ChatRequest::parse` → the Anthropic Messages
+//! Arbitrary client bytes → `ApiRequest::parse` → the Anthropic Messages
 //! request (or the 400 it becomes).
 #![no_main]
 

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use super::{ChatStream, Provider, Upstream};
-use crate::error::ProviderError;
-use crate::openai::{ChatRequest, type_name};
+use crate::error::{ProviderError, ProxyError};
+use crate::openai::{ApiRequest, Endpoint, type_name};
 use crate::sse::{self, SseReader};
 
 pub struct Anthropic {
@@ -41,7 +41,7 @@ pub fn new(up: Upstream, version: &str, max_tokens: u32) -> Anthropic {
 impl Anthropic {
     fn send(
         &self,
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
         let body = to_anthropic(req, model_id, self.max_tokens)?;
@@ -55,7 +55,16 @@ impl Anthropic {
 }
 
 impl Provider for Anthropic {
-    fn complete(&self, req: &ChatRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
+    /// The Messages API has no embeddings, and legacy text completions are
+    /// not translated.
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        match endpoint {
+            Endpoint::Chat => true,
+            Endpoint::Completions | Endpoint::Embeddings => false,
+        }
+    }
+
+    fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
         let resp = self.send(req, model_id)?;
         let bytes = self.up.read_body(resp)?;
         let msg = serde_json::from_slice::<Value>(&bytes)
@@ -72,7 +81,7 @@ impl Provider for Anthropic {
 
     fn stream(
         &self,
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
         let resp = self.send(req, model_id)?;
@@ -98,7 +107,7 @@ pub(crate) mod fuzz {
     use super::*;
 
     pub(crate) fn to_anthropic(
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
         default_max_tokens: u32,
     ) -> Result<Value, ProviderError> {
@@ -142,12 +151,9 @@ pub(crate) mod fuzz {
 fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
     ProviderError::Status {
         status: 400,
-        error: json!({
-            "message": message.into(),
-            "type": "invalid_request_error",
-            "param": param,
-            "code": null,
-        }),
+        error: ProxyError::bad_request(message)
+            .with_param(param)
+            .error_object(),
         retry_after: None,
     }
 }
@@ -178,7 +184,7 @@ impl Content {
 /// Fields with no Anthropic meaning are dropped (the README lists them);
 /// what cannot be expressed at all is a 400 naming the field.
 fn to_anthropic(
-    req: &ChatRequest,
+    req: &ApiRequest,
     model_id: &str,
     default_max_tokens: u32,
 ) -> Result<Value, ProviderError> {
@@ -979,8 +985,8 @@ mod tests {
         include_str!("../../tests/fixtures/anthropic/stream_tool_use.sse");
     const STREAM_ERROR: &str = include_str!("../../tests/fixtures/anthropic/stream_error.sse");
 
-    fn request(body: Value) -> ChatRequest {
-        ChatRequest::parse(body.to_string().as_bytes()).expect("valid request")
+    fn request(body: Value) -> ApiRequest {
+        ApiRequest::parse(Endpoint::Chat, body.to_string().as_bytes()).expect("valid request")
     }
 
     fn translate(body: Value) -> Value {

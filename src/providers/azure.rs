@@ -1,5 +1,6 @@
 //! Azure OpenAI: the OpenAI wire format, with the deployment (the route's
-//! `model_id`) in the path, `api-version` in the query and the key in an
+//! `model_id`) in the path (`/openai/deployments/{id}/chat/completions`,
+//! `…/completions`, `…/embeddings`), `api-version` in the query and the key in an
 //! `api-key` header. Streams pass through as they come, including Azure's
 //! leading chunk with empty `choices` (prompt filter results).
 
@@ -14,6 +15,6 @@ pub fn new(up: Upstream, api_version: &str) -> OpenAi {
     // Encoded like the deployment: a value from the config must not add a
     // query parameter or a fragment, or make the URL invalid.
     let version = utf8_percent_encode(api_version, PATH_SEGMENT);
-    let suffix = format!("/chat/completions?api-version={version}");
+    let suffix = format!("?api-version={version}");
     OpenAi::with_model_in_path(up, prefix, suffix, "api-key")
 }

@@ -20,26 +20,35 @@ use ureq::http::{Response, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
-use crate::openai::ChatRequest;
+use crate::openai::{ApiRequest, Endpoint};
 use crate::sse::{Event, SseReader};
 
 /// One upstream kind. Implementations translate the OpenAI request into
 /// their wire format and their answers back; HTTP is done by [`Upstream`].
+/// The request names its [`Endpoint`]; a kind serves the endpoints it says
+/// it [`serves`](Provider::serves), and the router never calls it for others.
 pub trait Provider: Send + Sync {
-    /// A non-streaming completion: the body of an OpenAI `chat.completion`.
-    fn complete(&self, req: &ChatRequest, model_id: &str) -> Result<Vec<u8>, ProviderError>;
+    /// Whether this kind can serve `endpoint` at all. One that cannot is
+    /// skipped for it without touching its breaker. Match exhaustively, so
+    /// that a new endpoint is a compile error in every provider kind.
+    fn serves(&self, endpoint: Endpoint) -> bool;
 
-    /// A streaming completion. Returns once the upstream has answered 2xx.
+    /// A non-streaming answer: the OpenAI body for `req.endpoint`.
+    fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError>;
+
+    /// A streaming answer. Returns once the upstream has answered 2xx.
     fn stream(
         &self,
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError>;
 }
 
-/// The OpenAI-shaped events of one upstream stream.
+/// The OpenAI-shaped events of one upstream stream (chat or text
+/// completions). When it commits and how it ends is decided by
+/// [`crate::relay`], the same for every kind.
 pub trait ChatStream: Send {
     /// The next event to send to the client, fully encoded (`data: {...}\n\n`).
     /// `Ok(None)` is a complete stream (the caller sends `data: [DONE]`).
@@ -66,6 +75,30 @@ pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
             max_tokens,
         } => Box::new(anthropic::new(upstream, version, *max_tokens)),
     }
+}
+
+/// Notes for `--check-config`: each model that none of its providers can
+/// serve for some endpoint (a model served only by Anthropic has no
+/// embeddings). Not an error: the endpoint answers 400
+/// `unsupported_endpoint` for it, and the model's other endpoints work.
+pub fn endpoint_notes(config: &Config) -> Vec<String> {
+    let providers: Vec<Box<dyn Provider>> = config.providers.iter().map(|p| build(p, 1)).collect();
+    let mut notes = Vec::new();
+    for m in config.models.values() {
+        let missing: Vec<String> = Endpoint::ALL
+            .into_iter()
+            .filter(|e| !m.routes.iter().any(|r| providers[r.provider].serves(*e)))
+            .map(|e| e.to_string())
+            .collect();
+        if !missing.is_empty() {
+            notes.push(format!(
+                "note: model {} cannot serve {}: none of its providers supports it",
+                m.name,
+                missing.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// Bytes buffered per upstream connection. ureq's defaults of 128 KiB each

@@ -6,18 +6,18 @@ use std::io::BufRead;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::{ChatStream, Provider, Upstream};
 use crate::error::ProviderError;
-use crate::openai::ChatRequest;
+use crate::openai::{ApiRequest, Endpoint};
 use crate::sse::{self, SseReader};
 
 pub struct OpenAi {
     up: Upstream,
-    /// The URL is `{url_prefix}{model_id}{url_suffix}` when `model_in_url`,
-    /// else just `url_prefix` (the model travels in the body).
+    /// The URL is `{url_prefix}{model_id}{endpoint path}{url_suffix}` when
+    /// `model_in_url`, else `{url_prefix}{endpoint path}{url_suffix}` (the
+    /// model travels in the body).
     url_prefix: String,
     url_suffix: String,
     model_in_url: bool,
@@ -27,14 +27,14 @@ pub struct OpenAi {
 
 impl OpenAi {
     /// OpenAI and compatible servers: `POST {base_url}/chat/completions`
-    /// with `Authorization: Bearer KEY`.
+    /// (`/completions`, `/embeddings`) with `Authorization: Bearer KEY`.
     pub fn new(up: Upstream) -> OpenAi {
         let auth = up
             .api_key
             .as_ref()
             .map(|k| ("authorization", format!("Bearer {}", k.expose())));
         OpenAi {
-            url_prefix: format!("{}/chat/completions", up.base_url),
+            url_prefix: up.base_url.clone(),
             url_suffix: String::new(),
             model_in_url: false,
             auth,
@@ -63,17 +63,18 @@ impl OpenAi {
         }
     }
 
-    fn url(&self, model_id: &str) -> String {
-        if self.model_in_url {
-            format!(
-                "{}{}{}",
-                self.url_prefix,
-                utf8_percent_encode(model_id, PATH_SEGMENT),
-                self.url_suffix
-            )
+    fn url(&self, endpoint: Endpoint, model_id: &str) -> String {
+        let model = if self.model_in_url {
+            utf8_percent_encode(model_id, PATH_SEGMENT).to_string()
         } else {
-            self.url_prefix.clone()
-        }
+            String::new()
+        };
+        format!(
+            "{}{model}{}{}",
+            self.url_prefix,
+            endpoint.path(),
+            self.url_suffix
+        )
     }
 
     fn headers(&self) -> Vec<(&str, &str)> {
@@ -93,13 +94,6 @@ pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Just enough of a `chat.completion` to know the body is one.
-#[derive(Deserialize)]
-struct CompletionProbe {
-    #[allow(dead_code)]
-    choices: Vec<IgnoredAny>,
-}
-
 /// Just enough of a stream chunk to spot an error object.
 #[derive(Deserialize)]
 struct ChunkProbe {
@@ -107,11 +101,16 @@ struct ChunkProbe {
 }
 
 impl Provider for OpenAi {
-    fn complete(&self, req: &ChatRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        match endpoint {
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => true,
+        }
+    }
+
+    fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
         let body = req.to_upstream_json(model_id);
-        let resp = self
-            .up
-            .post(&self.url(model_id), &self.headers(), &body, false)?;
+        let url = self.url(req.endpoint, model_id);
+        let resp = self.up.post(&url, &self.headers(), &body, false)?;
         let bytes = self.up.read_body(resp)?;
         // The probe skips string contents, and serde_json does not check
         // the UTF-8 of what it skips: a body that is not UTF-8 (so not JSON,
@@ -119,23 +118,21 @@ impl Provider for OpenAi {
         if std::str::from_utf8(&bytes).is_err() {
             return Err(self.up.decode_error("the body is not UTF-8", &bytes));
         }
-        if serde_json::from_slice::<CompletionProbe>(&bytes).is_err() {
-            return Err(self
-                .up
-                .decode_error("expected a chat.completion object", &bytes));
+        if !req.endpoint.accepts_body(&bytes) {
+            let what = format!("expected {}", req.endpoint.body_name());
+            return Err(self.up.decode_error(&what, &bytes));
         }
         Ok(bytes)
     }
 
     fn stream(
         &self,
-        req: &ChatRequest,
+        req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
         let body = req.to_upstream_json(model_id);
-        let resp = self
-            .up
-            .post(&self.url(model_id), &self.headers(), &body, true)?;
+        let url = self.url(req.endpoint, model_id);
+        let resp = self.up.post(&url, &self.headers(), &body, true)?;
         Ok(Box::new(OpenAiStream {
             up: &self.up,
             events: self.up.events(resp)?,
@@ -217,7 +214,7 @@ mod tests {
         let up = super::super::Upstream::new(&cfg.providers[0], 1);
         let az = super::super::azure::new(up, api_version);
         assert_eq!(
-            az.url("my dep/1"),
+            az.url(Endpoint::Chat, "my dep/1"),
             "https://r.openai.azure.com/openai/deployments/my%20dep%2F1/chat/completions?api-version=2024-10-21%26x%3D1%20%23"
         );
     }

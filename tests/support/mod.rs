@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod endpoint;
+pub mod spec;
+
 /// A one-shot signal a test can open, and a fake upstream can wait on.
 #[derive(Clone, Default)]
 pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
@@ -1171,4 +1174,43 @@ pub fn raw_request(
     let mut body = vec![0; if method == "HEAD" { 0 } else { len }];
     conn.read_exact(&mut body).unwrap();
     (status, headers, String::from_utf8(body).unwrap())
+}
+
+// ---------------------------------------------------------------------------
+// Configs for the endpoint tests.
+
+/// A config serving `model` from `providers` (name, `type`, fake), in
+/// priority order, with `extra` YAML at the top level. Each provider's key
+/// is `sk-{name}-key-000001` (for asserting it never leaks).
+pub fn config_for(model: &str, providers: &[(&str, &str, &Fake)], extra: &str) -> String {
+    let mut yaml = format!("{extra}\nproviders:\n");
+    for (name, kind, fake) in providers {
+        let base = if *kind == "openai" {
+            fake.base_url()
+        } else {
+            fake.root_url()
+        };
+        yaml.push_str(&format!(
+            "  {name}:\n    type: {kind}\n    api_key: sk-{name}-key-000001\n    base_url: {base}\n    timeout: 2\n    stream_timeout: 5\n"
+        ));
+        if *kind == "azure" {
+            yaml.push_str("    api_version: 2024-10-21\n");
+        }
+    }
+    yaml.push_str(&format!("models:\n  {model}:\n    providers:\n"));
+    for (i, (name, _, _)) in providers.iter().enumerate() {
+        yaml.push_str(&format!(
+            "      {name}: {{priority: {i}, model_id: up-{name}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// A proxy serving model `m` from `primary` then `backup` (openai kind).
+pub fn primary_backup(primary: &Fake, backup: &Fake, extra: &str) -> Proxy {
+    Proxy::start(&config_for(
+        "m",
+        &[("primary", "openai", primary), ("backup", "openai", backup)],
+        extra,
+    ))
 }
