@@ -96,23 +96,24 @@ fn operator_access(
     client: &Client<'_>,
     peer: Option<SocketAddr>,
 ) -> Result<(), ProxyError> {
-    if app.auth.is_open() {
-        // TODO(merge): `server.metrics_public: true` serves every client.
-        if peer.is_some_and(|p| p.ip().is_loopback()) {
-            return Ok(());
-        }
-        return Err(ProxyError::new(
+    // TODO(merge): `server.metrics_public: true` serves every client
+    // when no auth is configured.
+    access_rule(app.auth.is_open(), client.is_admin(), peer)
+}
+
+/// [`operator_access`] on plain facts, for its unit test.
+fn access_rule(open: bool, admin: bool, peer: Option<SocketAddr>) -> Result<(), ProxyError> {
+    match (open, admin) {
+        (true, _) if peer.is_some_and(|p| p.ip().is_loopback()) => Ok(()),
+        (true, _) => Err(ProxyError::new(
             ErrorKind::AdminLoopbackOnly,
             "The admin API is served only to loopback clients when no auth keys are configured",
-        ));
-    }
-    if client.is_admin() {
-        Ok(())
-    } else {
-        Err(ProxyError::new(
+        )),
+        (false, true) => Ok(()),
+        (false, false) => Err(ProxyError::new(
             ErrorKind::AdminRequired,
             "This API key may not use the admin API (it needs admin: true)",
-        ))
+        )),
     }
 }
 
@@ -271,6 +272,27 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_798_405_096), "2026-12-27T20:58:16Z");
         assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn the_access_rule() {
+        let at = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
+        let code = |r: Result<(), ProxyError>| r.err().map(|e| e.kind);
+        // Without auth: loopback (v4 and v6) only; nginx answers 403.
+        assert_eq!(code(access_rule(true, false, at("127.0.0.1:5"))), None);
+        assert_eq!(code(access_rule(true, false, at("[::1]:5"))), None);
+        for peer in [at("10.0.0.7:5"), at("[2001:db8::1]:5"), None] {
+            assert_eq!(
+                code(access_rule(true, false, peer)),
+                Some(ErrorKind::AdminLoopbackOnly)
+            );
+        }
+        // With auth: the key decides, wherever it comes from.
+        assert_eq!(code(access_rule(false, true, at("10.0.0.7:5"))), None);
+        assert_eq!(
+            code(access_rule(false, false, at("127.0.0.1:5"))),
+            Some(ErrorKind::AdminRequired)
+        );
     }
 
     #[test]

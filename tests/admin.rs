@@ -315,3 +315,64 @@ fn without_auth_loopback_clients_may_act_and_it_is_logged_as_key_dash() {
         .unwrap_or_else(|| panic!("no admin log line:\n{log}"));
     assert!(line.contains("key=- client=127.0.0.1:"), "{line}");
 }
+
+#[test]
+fn disable_survives_sighup() {
+    let (primary, backup) = (Fake::ok("from-primary"), Fake::ok("from-backup"));
+    let yaml = config_for(
+        "m",
+        &[
+            ("primary", "openai", &primary),
+            ("backup", "openai", &backup),
+        ],
+        FAILOVER,
+    );
+    let file = ConfigFile::new(&yaml);
+    let mut bin = Bin::start(file.path(), &["--host", "127.0.0.1", "--port", "0"]);
+    let r = call(&bin.url, "/admin/providers/primary/disable", &[], Some(""));
+    assert_eq!(r.status, 200, "{}", r.body);
+    file.write(&yaml.replace("timeout: 2", "timeout: 3"));
+    bin.signal("HUP");
+    bin.wait_for("reload: now serving the new config");
+    let r = call(&bin.url, "/admin/providers", &[], None);
+    let v = r.json();
+    let p = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "primary")
+        .unwrap()
+        .clone();
+    assert_eq!(p["state"], "disabled", "{v}");
+    let r = call(
+        &bin.url,
+        "/v1/chat/completions",
+        &[],
+        Some(&chat_body("m", false)),
+    );
+    assert_eq!(
+        r.header("x-llm-proxy-provider"),
+        Some("backup"),
+        "{}",
+        r.body
+    );
+    assert_eq!(primary.count(), 0);
+    // A changed base_url is another provider: its state starts afresh.
+    let moved = Fake::ok("moved");
+    file.write(&yaml.replace(&primary.base_url(), &moved.base_url()));
+    bin.signal("HUP");
+    bin.wait_for("breaker state kept for [backup]");
+    let r = call(
+        &bin.url,
+        "/v1/chat/completions",
+        &[],
+        Some(&chat_body("m", false)),
+    );
+    assert_eq!(
+        r.header("x-llm-proxy-provider"),
+        Some("primary"),
+        "{}",
+        r.body
+    );
+    assert_eq!(moved.count(), 1);
+}
