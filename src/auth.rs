@@ -169,6 +169,14 @@ impl Client<'_> {
         }
     }
 
+    /// Whether this client's key has `admin: true` (false when open).
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Client::Open => false,
+            Client::Key(e) => e.key.admin,
+        }
+    }
+
     /// Whether this client may use `model`.
     pub fn allows(&self, model: &str) -> bool {
         match self {

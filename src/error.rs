@@ -140,6 +140,16 @@ pub enum ErrorKind {
     ModelNotAllowed,
     /// The client key is over its `rpm` or `max_concurrent`.
     RateLimited,
+    /// `/admin/*` with a valid client key that lacks `admin: true`.
+    AdminRequired,
+    /// `/admin/*` from a non-loopback client when no `auth` is configured.
+    AdminLoopbackOnly,
+    /// `/admin/providers/{name}/...` for a provider that is not configured.
+    ProviderNotFound,
+    /// `POST /admin/reload` read a config that does not validate.
+    InvalidConfig,
+    /// `POST /admin/reload` when the server has no config file to re-read.
+    ReloadUnavailable,
 }
 
 impl ErrorKind {
@@ -171,6 +181,11 @@ impl ErrorKind {
             ModelNotAllowed => (403, REQ, Some("model_not_allowed")),
             // OpenAI's own 429s say `"type": "requests"`.
             RateLimited => (429, "requests", Some("rate_limit_exceeded")),
+            AdminRequired => (403, REQ, Some("admin_required")),
+            AdminLoopbackOnly => (403, REQ, Some("admin_loopback_only")),
+            ProviderNotFound => (404, REQ, Some("provider_not_found")),
+            InvalidConfig => (400, REQ, Some("invalid_config")),
+            ReloadUnavailable => (409, REQ, Some("reload_unavailable")),
         }
     }
 
@@ -563,7 +578,7 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [ErrorKind; 21] = [
+    const ALL_KINDS: [ErrorKind; 26] = [
         ErrorKind::InvalidRequest,
         ErrorKind::BodyRead,
         ErrorKind::ModelNotFound,
@@ -585,6 +600,11 @@ mod tests {
         ErrorKind::InvalidApiKey,
         ErrorKind::ModelNotAllowed,
         ErrorKind::RateLimited,
+        ErrorKind::AdminRequired,
+        ErrorKind::AdminLoopbackOnly,
+        ErrorKind::ProviderNotFound,
+        ErrorKind::InvalidConfig,
+        ErrorKind::ReloadUnavailable,
     ];
 
     /// A new kind is a compile error here: add it to `ALL_KINDS` too.
@@ -595,7 +615,9 @@ mod tests {
             InvalidRequest | BodyRead | ModelNotFound | UnsupportedEndpoint | UnknownUrl
             | MethodNotAllowed | TooLarge | RequestTimeout | HeaderTooLarge | ExpectationFailed
             | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable | UpstreamStream
-            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited => {}
+            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited
+            | AdminRequired | AdminLoopbackOnly | ProviderNotFound | InvalidConfig
+            | ReloadUnavailable => {}
         }
     }
 

@@ -45,8 +45,9 @@
 //! [`SystemClock`], tests a clock they move by hand, so cooldowns and
 //! `Retry-After` are tested without sleeping or racing a loaded machine.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where [`Health`] reads the time.
 pub trait Clock: Send + Sync {
@@ -75,6 +76,16 @@ struct Breaker {
     /// Requests admitted while not `proven` and not yet reported.
     pending: u32,
     last_error: Option<String>,
+    /// Wall-clock time of the latest failure, for the admin API.
+    last_failure_at: Option<SystemTime>,
+    /// Taken out of rotation by an operator (`POST
+    /// /admin/providers/{name}/disable`) until enabled again. Part of the
+    /// breaker, so it survives a reload like the rest of its state.
+    disabled: bool,
+    /// Requests admitted since start (counted under the read lock).
+    requests: AtomicU64,
+    /// Failures reported since start.
+    failures: u64,
 }
 
 impl Breaker {
@@ -109,6 +120,8 @@ pub enum Skip {
     /// Closed but unproven, and `max_failures` minus the failures so far
     /// are already in flight: try elsewhere first.
     Pending,
+    /// Taken out of rotation by an operator.
+    Disabled,
 }
 
 /// Leave to send one request to a provider. Report how it went with
@@ -142,6 +155,47 @@ impl Drop for Permit<'_> {
 pub struct Status {
     pub available_in: Option<Duration>,
     pub last_error: Option<String>,
+}
+
+/// A breaker's state as the admin API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    /// The cooldown is over; the next request is the probe.
+    HalfOpen,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+/// Everything the admin API reports about one provider.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: State,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub last_failure_at: Option<SystemTime>,
+    /// `None`: a request may go to it now (or, disabled, never by itself).
+    pub available_in: Option<Duration>,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+impl Snapshot {
+    /// Whether a request could be sent to the provider now.
+    pub fn available(&self) -> bool {
+        self.state != State::Disabled && self.available_in.is_none()
+    }
 }
 
 pub struct Health {
@@ -237,7 +291,11 @@ impl Health {
         {
             // Fast path: a healthy provider needs only the read lock.
             let b = self.read(provider);
+            if b.disabled {
+                return Err(Skip::Disabled);
+            }
             if b.proven && b.open_until.is_none() && b.rate_limited_until.is_none_or(|t| t <= now) {
+                b.requests.fetch_add(1, Ordering::Relaxed);
                 return Ok(self.permit(provider, false, false));
             }
             if let Some(t) = b.blocked_until(now) {
@@ -245,18 +303,23 @@ impl Health {
             }
         }
         let mut b = self.write(provider);
+        if b.disabled {
+            return Err(Skip::Disabled);
+        }
         if let Some(t) = b.blocked_until(now) {
             return Err(Skip::CoolingDown(t));
         }
         b.rate_limited_until = None;
         if b.open_until.is_none() {
             if b.proven {
+                *b.requests.get_mut() += 1;
                 return Ok(self.permit(provider, false, false));
             }
             if !last_resort && b.consecutive.saturating_add(b.pending) >= self.max_failures {
                 return Err(Skip::Pending);
             }
             b.pending = b.pending.saturating_add(1);
+            *b.requests.get_mut() += 1;
             return Ok(self.permit(provider, false, true));
         }
         // Cooldown is over: half-open, one probe at a time.
@@ -264,6 +327,7 @@ impl Health {
             return Err(Skip::ProbeInFlight);
         }
         b.probe_in_flight = true;
+        *b.requests.get_mut() += 1;
         Ok(self.permit(provider, true, false))
     }
 
@@ -331,6 +395,8 @@ impl Health {
         b.proven = false;
         b.release(&permit);
         b.last_error = Some(reason.to_string());
+        b.last_failure_at = Some(SystemTime::now());
+        b.failures = b.failures.saturating_add(1);
         if let Some(ra) = retry_after {
             let until = now + ra.min(self.cooldown);
             b.rate_limited_until = Some(b.rate_limited_until.map_or(until, |t| t.max(until)));
@@ -341,6 +407,53 @@ impl Health {
             b.open_until = Some(now + self.cooldown);
         }
         opens
+    }
+
+    /// Take `provider` out of rotation until [`Health::enable`]. Returns
+    /// false if it already was.
+    pub fn disable(&self, provider: usize) -> bool {
+        !std::mem::replace(&mut self.write(provider).disabled, true)
+    }
+
+    /// Put `provider` back in rotation, its breaker as it was. Returns
+    /// false if it was not disabled.
+    pub fn enable(&self, provider: usize) -> bool {
+        std::mem::replace(&mut self.write(provider).disabled, false)
+    }
+
+    /// Close the breaker: no failures counted, no cooldown, no
+    /// `Retry-After` wait. The provider is unproven again, as at start;
+    /// whether it is disabled is left as it is.
+    pub fn reset(&self, provider: usize) {
+        let mut b = self.write(provider);
+        b.consecutive = 0;
+        b.open_until = None;
+        b.rate_limited_until = None;
+        b.proven = false;
+    }
+
+    /// What the admin API reports about `provider`.
+    pub fn snapshot(&self, provider: usize) -> Snapshot {
+        let now = self.clock.now();
+        let b = self.read(provider);
+        let state = if b.disabled {
+            State::Disabled
+        } else {
+            match b.open_until {
+                Some(t) if t > now => State::Open,
+                Some(_) => State::HalfOpen,
+                None => State::Closed,
+            }
+        };
+        Snapshot {
+            state,
+            consecutive_failures: b.consecutive,
+            last_error: b.last_error.clone(),
+            last_failure_at: b.last_failure_at,
+            available_in: b.blocked_until(now).map(|t| t - now),
+            requests: b.requests.load(Ordering::Relaxed),
+            failures: b.failures,
+        }
     }
 
     /// The state of one provider.
@@ -461,6 +574,42 @@ mod tests {
         assert_eq!(new.admit(1).err(), Some(Skip::ProbeInFlight));
         old.success(probe);
         assert!(new.admit(1).is_ok());
+    }
+
+    #[test]
+    fn disable_enable_and_reset() {
+        let cooldown = Duration::from_secs(600);
+        let (h, clock) = health(1, cooldown);
+        assert!(h.failure(h.admit(0).unwrap(), "down", None));
+        let s = h.snapshot(0);
+        assert_eq!((s.state, s.consecutive_failures), (State::Open, 1));
+        assert_eq!((s.requests, s.failures), (1, 1));
+        assert!(s.last_failure_at.is_some() && !s.available());
+        // Disabled: never admitted, not even as a last resort or a probe.
+        assert!(h.disable(0));
+        assert!(!h.disable(0));
+        clock.advance(cooldown);
+        assert_eq!(h.admit(0).err(), Some(Skip::Disabled));
+        assert_eq!(h.admit_last_resort(0).err(), Some(Skip::Disabled));
+        assert_eq!(h.snapshot(0).state, State::Disabled);
+        // Enabled: its breaker as it was (the cooldown is over: half-open).
+        assert!(h.enable(0));
+        assert_eq!(h.snapshot(0).state, State::HalfOpen);
+        let probe = h.admit(0).unwrap();
+        assert!(probe.is_probe());
+        assert!(h.failure(probe, "still down", None));
+        assert_eq!(h.snapshot(0).state, State::Open);
+        // Reset: closed, count zero, a 429's wait forgotten; the next
+        // request is an ordinary one.
+        h.reset(0);
+        let s = h.snapshot(0);
+        assert_eq!((s.state, s.consecutive_failures), (State::Closed, 0));
+        assert!(s.available());
+        assert_eq!((s.requests, s.failures), (2, 2));
+        h.failure(h.admit(0).unwrap(), "429", Some(Duration::from_secs(60)));
+        assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
+        h.reset(0);
+        assert!(!h.admit(0).unwrap().is_probe());
     }
 
     #[test]

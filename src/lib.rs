@@ -10,6 +10,7 @@
 // into the C library that give memory back: malloc_trim, madvise).
 #![deny(unsafe_code)]
 
+mod admin;
 mod app;
 mod auth;
 pub mod config;

@@ -51,6 +51,8 @@ pub enum Route {
     Model(String),
     /// `POST` to an endpoint routed to providers.
     Api(Endpoint),
+    /// `/admin/...` (see [`crate::admin`]).
+    Admin(crate::admin::Request),
     /// No such path.
     NotFound,
     /// The path exists for the methods in `allow`.
@@ -67,6 +69,10 @@ impl Route {
             "/health" => (GET, Route::Health),
             "/health/ready" => (GET, Route::Ready),
             "/v1/models" => (GET, Route::Models),
+            p if p.starts_with("/admin/") => match crate::admin::parse(p) {
+                Some((allow, request)) => (allow, Route::Admin(request)),
+                None => return Route::NotFound,
+            },
             p => match (Endpoint::from_client_path(p), p.strip_prefix("/v1/models/")) {
                 (Some(endpoint), _) => (POST, Route::Api(endpoint)),
                 (None, Some(id)) => (GET, Route::Model(id.to_string())),
@@ -239,6 +245,27 @@ fn answer(
             BodyState::Read,
         ),
         Route::Api(endpoint) => api(app, ex, endpoint, &allows, started),
+        Route::Admin(request) => {
+            let peer = ex.slot.as_ref().and_then(|r| r.remote_addr().copied());
+            let open = crate::auth::Client::Open;
+            let caller = client.unwrap_or(&open);
+            let mut h = base;
+            h.push(("Cache-Control", "no-store".into()));
+            // The body of an admin POST is not read: nothing in it is used.
+            match crate::admin::handle(app, &request, caller, peer, ex.rid) {
+                Ok(body) => {
+                    let body = body.to_string();
+                    match ex.take() {
+                        Some(req) => {
+                            http::send(req, 200, h, body.as_bytes(), false, BodyState::Unread, None)
+                        }
+                        None => return Outcome::status(500),
+                    }
+                    Outcome::status(200)
+                }
+                Err(err) => ex.error(&err, h, false, BodyState::Unread),
+            }
+        }
         Route::NotFound => {
             let err = ProxyError::no_route(method.as_str(), path);
             ex.error(&err, base, false, BodyState::Unread)
