@@ -169,6 +169,12 @@ impl Client<'_> {
         }
     }
 
+    /// Whether this is a key with `admin: true` (see
+    /// `crate::metrics::operator_access`).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Client::Key(e) if e.key.admin)
+    }
+
     /// Whether this client may use `model`.
     pub fn allows(&self, model: &str) -> bool {
         match self {

@@ -140,6 +140,8 @@ pub enum ErrorKind {
     ModelNotAllowed,
     /// The client key is over its `rpm` or `max_concurrent`.
     RateLimited,
+    /// `/metrics` or `/admin/*` for a caller that is not an operator.
+    OperatorOnly,
 }
 
 impl ErrorKind {
@@ -171,6 +173,7 @@ impl ErrorKind {
             ModelNotAllowed => (403, REQ, Some("model_not_allowed")),
             // OpenAI's own 429s say `"type": "requests"`.
             RateLimited => (429, "requests", Some("rate_limit_exceeded")),
+            OperatorOnly => (403, REQ, Some("operator_only")),
         }
     }
 
@@ -563,7 +566,7 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [ErrorKind; 21] = [
+    const ALL_KINDS: [ErrorKind; 22] = [
         ErrorKind::InvalidRequest,
         ErrorKind::BodyRead,
         ErrorKind::ModelNotFound,
@@ -585,6 +588,7 @@ mod tests {
         ErrorKind::InvalidApiKey,
         ErrorKind::ModelNotAllowed,
         ErrorKind::RateLimited,
+        ErrorKind::OperatorOnly,
     ];
 
     /// A new kind is a compile error here: add it to `ALL_KINDS` too.
@@ -595,7 +599,8 @@ mod tests {
             InvalidRequest | BodyRead | ModelNotFound | UnsupportedEndpoint | UnknownUrl
             | MethodNotAllowed | TooLarge | RequestTimeout | HeaderTooLarge | ExpectationFailed
             | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable | UpstreamStream
-            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited => {}
+            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited
+            | OperatorOnly => {}
         }
     }
 

@@ -343,6 +343,11 @@ impl Health {
         opens
     }
 
+    /// Failures of one provider since its last success (for `/metrics`).
+    pub fn consecutive_failures(&self, provider: usize) -> u32 {
+        self.read(provider).consecutive
+    }
+
     /// The state of one provider.
     pub fn status(&self, provider: usize) -> Status {
         let now = self.clock.now();
