@@ -811,6 +811,58 @@ mod tests {
         assert_eq!(Usage::of_body(b"not json"), None);
     }
 
+    fn app(yaml: &str) -> App {
+        let config = Config::from_yaml(yaml).unwrap();
+        let phase = std::sync::Arc::new(crate::lifecycle::Phase::default());
+        App::new(config, None, phase, std::sync::Weak::new(), None).0
+    }
+
+    const BASE: &str = "providers:\n  up: {type: openai, base_url: 'http://127.0.0.1:9/v1'}\nmodels:\n  m:\n    providers:\n      up: {priority: 0}\n";
+
+    #[test]
+    fn without_auth_only_loopback_peers_unless_metrics_are_public() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let closed = app(BASE);
+        assert!(operator_access(&closed, Some(&Client::Open), local).is_ok());
+        assert!(operator_access(&closed, Some(&Client::Open), local6).is_ok());
+        let err = operator_access(&closed, Some(&Client::Open), remote).unwrap_err();
+        assert_eq!(err.status, 403);
+        assert!(err.message.contains("metrics_public"), "{}", err.message);
+        let public = app(&format!("server: {{metrics_public: true}}\n{BASE}"));
+        assert!(operator_access(&public, Some(&Client::Open), remote).is_ok());
+    }
+
+    #[test]
+    fn with_auth_only_admin_keys_wherever_they_come_from() {
+        let yaml = format!(
+            "{BASE}auth:\n  keys:\n    - {{name: ops, key: sk-ops-0123456789abcdef, admin: true}}\n    - {{name: dev, key: sk-dev-0123456789abcdef}}\n"
+        );
+        let a = app(&yaml);
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let ops = a
+            .auth
+            .authenticate(Some("Bearer sk-ops-0123456789abcdef"))
+            .ok()
+            .unwrap();
+        let dev = a
+            .auth
+            .authenticate(Some("Bearer sk-dev-0123456789abcdef"))
+            .ok()
+            .unwrap();
+        for peer in [local, remote] {
+            assert!(operator_access(&a, Some(&ops), peer).is_ok());
+            assert_eq!(
+                operator_access(&a, Some(&dev), peer).unwrap_err().status,
+                403
+            );
+            // No client at all (never reached with auth set, but refused).
+            assert_eq!(operator_access(&a, None, peer).unwrap_err().status, 403);
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
