@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,22 +166,12 @@ fn hists(n: usize) -> Vec<Hist> {
     (0..n).map(|_| Hist::default()).collect()
 }
 
-/// Requests being handled, over every reload (process-wide).
-static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
-
 /// Counts one request in flight while alive.
-pub struct InFlight(());
+pub struct InFlight<'a>(&'a AtomicI64);
 
-impl InFlight {
-    pub fn enter() -> InFlight {
-        IN_FLIGHT.fetch_add(1, Relaxed);
-        InFlight(())
-    }
-}
-
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Relaxed);
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -207,6 +198,9 @@ pub struct Metrics {
     /// `[provider][model][key][prompt, completion]`
     tokens: Vec<AtomicU64>,
     overhead: Hist,
+    /// Requests being handled; one counter for the server's lifetime,
+    /// shared by the registries of every reload.
+    in_flight: Arc<AtomicI64>,
 }
 
 /// What one request reports to the registry when it ends.
@@ -246,6 +240,7 @@ impl Metrics {
             breaker_opened: counters(p),
             tokens: counters(p * m * k * 2),
             overhead: Hist::default(),
+            in_flight: previous.map_or_else(Arc::default, |p| p.in_flight.clone()),
             models,
             providers,
             keys,
@@ -318,6 +313,12 @@ impl Metrics {
             }
         }
         self.overhead.copy_from(&old.overhead);
+    }
+
+    /// Count a request in flight until the guard is dropped.
+    pub fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(&self.in_flight)
     }
 
     /// The index of a model name (`unknown` if the config has no such model).
@@ -580,7 +581,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "llm_proxy_in_flight_requests {}",
-            IN_FLIGHT.load(Relaxed).max(0)
+            self.in_flight.load(Relaxed).max(0)
         );
         head(
             &mut out,
@@ -608,7 +609,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// The `usage` of a chat or completion body (or chunk), if it has one.
+    /// The `usage` of a complete answer (chat, completion, embeddings), if
+    /// it has one. Cheap on large bodies (embeddings run to megabytes):
+    /// the upstreams put `usage` last, so only the value after the last
+    /// `"usage"` key is parsed, not the body. Quotes inside a string are
+    /// escaped, so a match followed by `:` is a key (nested keys named
+    /// `usage` before the top-level one are passed over).
     pub fn of_body(body: &[u8]) -> Option<Usage> {
         #[derive(serde::Deserialize)]
         struct Counts {
@@ -617,14 +623,15 @@ impl Usage {
             #[serde(default)]
             completion_tokens: u64,
         }
-        #[derive(serde::Deserialize)]
-        struct Body {
-            usage: Option<Counts>,
-        }
-        let b: Body = serde_json::from_slice(body).ok()?;
-        b.usage.map(|u| Usage {
-            prompt: u.prompt_tokens,
-            completion: u.completion_tokens,
+        const KEY: &[u8] = b"\"usage\"";
+        let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
+        let rest = &body[at + KEY.len()..];
+        let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Option<Counts>>();
+        let counts = values.next()?.ok()??;
+        Some(Usage {
+            prompt: counts.prompt_tokens,
+            completion: counts.completion_tokens,
         })
     }
 }
@@ -809,6 +816,18 @@ mod tests {
         assert_eq!(Usage::of_body(br#"{"usage":null}"#), None);
         assert_eq!(Usage::of_body(br#"{"choices":[]}"#), None);
         assert_eq!(Usage::of_body(b"not json"), None);
+        // Embeddings: only prompt tokens; the last `usage` key counts.
+        let u = Usage::of_body(
+            br#"{"data":[{"x":"\"usage\": {}"}],"usage": {"prompt_tokens":9,"total_tokens":9}}"#,
+        );
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt: 9,
+                completion: 0
+            })
+        );
+        assert_eq!(Usage::of_body(br#"{"usage":{"prompt_tokens":-1}}"#), None);
     }
 
     fn app(yaml: &str) -> App {

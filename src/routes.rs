@@ -424,8 +424,11 @@ fn api(
             outcome.status = 200;
             if let Some(req) = ex.take() {
                 let provider = trace.provider.as_deref().unwrap_or("");
-                outcome.first_byte = Some(started.elapsed());
+                let relay_started = Instant::now();
+                outcome.first_byte = Some(relay_started - started);
                 let relayed = relay::relay(app, req, headers, opened, permit, provider, ex.rid);
+                // The relay waits on the upstream (and the client): not overhead.
+                outcome.upstream = outcome.upstream.saturating_add(relay_started.elapsed());
                 outcome.stream = Some(relayed.end);
                 outcome.usage = relayed.usage;
             }

@@ -598,7 +598,7 @@ fn reject_overloaded(req: Request, queue_timeout: Duration) {
 /// Run one request, answering 500 in the OpenAI shape if the handler panics.
 fn handle(app: &App, req: Request) {
     let started = Instant::now();
-    let _in_flight = metrics::InFlight::enter();
+    let _in_flight = app.metrics.enter();
     let rid = request_id(&req);
     let method = req.method().to_string();
     let path = req.url().split('?').next().unwrap_or("").to_string();

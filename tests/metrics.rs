@@ -420,3 +420,35 @@ fn promtool_accepts_the_scrape() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn time_a_stream_waits_on_its_upstream_is_not_overhead() {
+    let up = Fake::ok("x");
+    let p = Proxy::start(&config_for("m", &[("up", "openai", &up)], ""));
+    let gate = Gate::new();
+    up.push(Reply::Stream {
+        events: chunk_events(&["a", "b"]),
+        pace: Some(vec![gate.clone()]),
+        end: End::Done,
+    });
+    // The upstream holds its second event for 300 ms.
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            gate.open();
+        })
+    };
+    let r = p.post("/v1/chat/completions", &chat_body("m", true));
+    opener.join().unwrap();
+    assert_eq!(r.status, 200);
+    let s = p.get("/metrics").body;
+    let total = value(
+        &s,
+        "llm_proxy_request_duration_seconds_sum{endpoint=\"chat\",model=\"m\"}",
+    )
+    .unwrap();
+    let overhead = value(&s, "llm_proxy_overhead_seconds_sum").unwrap();
+    assert!(total >= 0.25, "{total}");
+    assert!(overhead < 0.1, "overhead {overhead} of {total}");
+}
