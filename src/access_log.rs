@@ -75,12 +75,14 @@ impl Log for Logger {
                 format!("{v}\n")
             }
             LogFormat::Text => {
-                let ts = if self.timestamps {
-                    format!("{} ", rfc3339(SystemTime::now()))
-                } else {
-                    String::new()
-                };
-                format!("{ts}{:<5} [{}] {}\n", r.level(), r.target(), r.args())
+                use std::fmt::Write as _;
+                let mut line = String::with_capacity(256);
+                if self.timestamps {
+                    write_rfc3339(&mut line, SystemTime::now());
+                    line.push(' ');
+                }
+                let _ = writeln!(line, "{:<5} [{}] {}", r.level(), r.target(), r.args());
+                line
             }
         };
         // One write per line: lines from many threads do not interleave.
@@ -104,17 +106,26 @@ fn level_name(l: Level) -> &'static str {
 
 /// `t` as RFC 3339 in UTC with milliseconds: `2026-11-27T21:18:16.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    write_rfc3339(&mut s, t);
+    s
+}
+
+/// [`rfc3339`], appended to `out`.
+fn write_rfc3339(out: &mut String, t: SystemTime) {
+    use std::fmt::Write as _;
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, dd) = civil(days as i64);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         d.subsec_millis()
-    )
+    );
 }
 
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
@@ -144,7 +155,7 @@ pub struct Entry<'a> {
     pub attempts: u32,
     pub status: u16,
     /// How a stream ended (`complete`, `client_gone`, ...).
-    pub stream: Option<String>,
+    pub stream: Option<&'a dyn std::fmt::Display>,
     pub total: Duration,
     /// For streams: to the first byte written to the client.
     pub first_byte: Option<Duration>,
@@ -162,7 +173,7 @@ pub fn write(e: &Entry<'_>) {
     }
     match format() {
         LogFormat::Json => log::info!(target: TARGET, "{}", json_line(e)),
-        LogFormat::Text => log::info!(target: TARGET, "{}", text_line(e)),
+        LogFormat::Text => log::info!(target: TARGET, "{}", Text(e)),
     }
 }
 
@@ -181,7 +192,7 @@ pub fn json_line(e: &Entry<'_>) -> serde_json::Value {
         "provider": e.provider,
         "attempts": e.attempts,
         "status": e.status,
-        "stream": e.stream,
+        "stream": e.stream.map(|s| s.to_string()),
         "total_ms": ms(e.total),
         "first_byte_ms": e.first_byte.map(ms),
         "prompt_tokens": e.usage.map(|u| u.prompt),
@@ -189,42 +200,45 @@ pub fn json_line(e: &Entry<'_>) -> serde_json::Value {
     })
 }
 
-/// The text of one access line (after the logger's timestamp and level).
-pub fn text_line(e: &Entry<'_>) -> String {
-    use std::fmt::Write as _;
-    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
-    let mut s = format!(
-        "{} {} {} key={} model={} provider={} attempts={} status={}",
-        e.request_id,
-        e.method,
-        e.path,
-        dash(e.key),
-        dash(e.model),
-        dash(e.provider),
-        e.attempts,
-        e.status
-    );
-    if let Some(end) = &e.stream {
-        let _ = write!(s, " stream={end}");
-    }
-    let _ = write!(s, " {:.1}ms", ms(e.total));
-    if let Some(fb) = e.first_byte {
-        let _ = write!(s, " first_byte={:.1}ms", ms(fb));
-    }
-    if let Some(u) = e.usage {
-        let _ = write!(
-            s,
-            " prompt_tokens={} completion_tokens={}",
-            u.prompt, u.completion
-        );
-    }
-    match e.client {
-        Some(a) => {
-            let _ = write!(s, " client={a}");
+/// The text line, written straight into the logger's line (no string of
+/// its own on the request path).
+struct Text<'a, 'e>(&'a Entry<'e>);
+
+impl<'e> std::fmt::Display for Text<'_, 'e> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let dash = |v: Option<&'e str>| v.unwrap_or("-");
+        write!(
+            f,
+            "{} {} {} key={} model={} provider={} attempts={} status={}",
+            e.request_id,
+            e.method,
+            e.path,
+            dash(e.key),
+            dash(e.model),
+            dash(e.provider),
+            e.attempts,
+            e.status
+        )?;
+        if let Some(end) = &e.stream {
+            write!(f, " stream={end}")?;
         }
-        None => s.push_str(" client=-"),
+        write!(f, " {:.1}ms", ms(e.total))?;
+        if let Some(fb) = e.first_byte {
+            write!(f, " first_byte={:.1}ms", ms(fb))?;
+        }
+        if let Some(u) = e.usage {
+            write!(
+                f,
+                " prompt_tokens={} completion_tokens={}",
+                u.prompt, u.completion
+            )?;
+        }
+        match e.client {
+            Some(a) => write!(f, " client={a}"),
+            None => f.write_str(" client=-"),
+        }
     }
-    s
 }
 
 #[cfg(test)]

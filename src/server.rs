@@ -660,7 +660,7 @@ fn handle(app: &App, req: Request) {
         provider: outcome.provider.as_deref(),
         attempts: outcome.attempts,
         status: outcome.status,
-        stream: outcome.stream.as_ref().map(|e| e.to_string()),
+        stream: outcome.stream.as_ref().map(|e| e as &dyn std::fmt::Display),
         total,
         first_byte: outcome.first_byte,
         usage: outcome.usage,

@@ -99,7 +99,13 @@ pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 struct ChunkProbe {
     error: Option<Value>,
     usage: Option<UsageProbe>,
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// Whether a chunk's `choices` is empty; read only for chunks with usage.
+#[derive(Deserialize)]
+struct ChoicesProbe {
+    #[serde(default)]
+    choices: Vec<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -206,14 +212,28 @@ impl ChatStream for OpenAiStream<'_> {
                 });
             }
             if self.hide_usage {
-                let usage_only =
-                    probe.usage.is_some() && probe.choices.as_ref().is_some_and(|c| c.is_empty());
+                let usage_only = probe.usage.is_some()
+                    && serde_json::from_str::<ChoicesProbe>(data)
+                        .is_ok_and(|c| c.choices.is_empty());
                 if usage_only {
                     continue;
                 }
-                if let Some(stripped) = data.find("\"usage\"").and_then(|_| strip_null_usage(data))
-                {
-                    ev.data = Some(stripped);
+                // OpenAI ends every other chunk with it: cut it in place.
+                const TAIL: &str = ",\"usage\":null}";
+                let stripped = if data.ends_with(TAIL) {
+                    None
+                } else if data.contains("\"usage\"") {
+                    strip_null_usage(data)
+                } else {
+                    None
+                };
+                match (stripped, ev.data.as_mut()) {
+                    (Some(s), _) => ev.data = Some(s),
+                    (None, Some(d)) if d.ends_with(TAIL) => {
+                        d.truncate(d.len() - TAIL.len());
+                        d.push('}');
+                    }
+                    _ => {}
                 }
             }
             ev.comments.clear();
