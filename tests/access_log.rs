@@ -138,3 +138,19 @@ fn text_format_has_an_rfc3339_timestamp_unless_under_journald() {
         assert!(!log.contains(SECRET_CONTENT), "{log}");
     }
 }
+
+#[test]
+fn an_unknown_log_format_is_a_config_error() {
+    let up = Fake::ok("x");
+    let yaml = config_for("m", &[("up", "openai", &up)], "server: {log_format: xml}");
+    let err = llm_proxy::Config::from_yaml(&yaml).unwrap_err().to_string();
+    assert!(err.contains("server.log_format"), "{err}");
+    assert!(err.contains("text, json"), "{err}");
+    let yaml = config_for(
+        "m",
+        &[("up", "openai", &up)],
+        "server: {log_format: json, metrics_public: true}",
+    );
+    let c = llm_proxy::Config::from_yaml(&yaml).unwrap();
+    assert!(c.server.metrics_public);
+}
