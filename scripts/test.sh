@@ -12,12 +12,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The unit-file checks need systemd-analyze, the script lint shellcheck. A
+# The unit-file checks need systemd-analyze, the script lint shellcheck, the
+# metrics check promtool. A
 # fresh machine (CI) has neither: install them when we can (root with apt);
 # otherwise those checks print a skip with the reason.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+# promtool (tests/metrics.rs checks the /metrics scrape with it) comes with
+# Debian's prometheus package (~96 MB installed).
+command -v promtool >/dev/null || missing+=(prometheus)
 if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${missing[*]} (for the install and unit checks)"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&

@@ -6,7 +6,7 @@
 //! process serves); whether a model can be served is answered here, by
 //! `GET /admin/models`, which `llm-proxy status` reads for its exit code.
 //!
-//! Access: the same rule as `/metrics` (see [`operator_access`]). Every
+//! Access: the same rule as `/metrics` (`crate::metrics::operator_access`). Every
 //! action is logged at info with the caller's key name (`key=-` without
 //! `auth`) and address, never the key.
 
@@ -85,38 +85,6 @@ pub fn parse(path: &str) -> Option<(&'static str, Request)> {
     ))
 }
 
-/// Who may call `/metrics` and `/admin/*`. With `auth.keys` configured: a
-/// key with `admin: true` (a missing or unknown key got its 401 before
-/// this; a valid key without `admin` gets 403). Without `auth`: loopback
-/// clients only (403 for others, as nginx's `allow 127.0.0.1; deny all;`).
-// TODO(merge): use the shared operator_access (branch `metrics`), which
-// also reads `server.metrics_public`.
-fn operator_access(
-    app: &App,
-    client: &Client<'_>,
-    peer: Option<SocketAddr>,
-) -> Result<(), ProxyError> {
-    // TODO(merge): `server.metrics_public: true` serves every client
-    // when no auth is configured.
-    access_rule(app.auth.is_open(), client.is_admin(), peer)
-}
-
-/// [`operator_access`] on plain facts, for its unit test.
-fn access_rule(open: bool, admin: bool, peer: Option<SocketAddr>) -> Result<(), ProxyError> {
-    match (open, admin) {
-        (true, _) if peer.is_some_and(|p| p.ip().is_loopback()) => Ok(()),
-        (true, _) => Err(ProxyError::new(
-            ErrorKind::AdminLoopbackOnly,
-            "The admin API is served only to loopback clients when no auth keys are configured",
-        )),
-        (false, true) => Ok(()),
-        (false, false) => Err(ProxyError::new(
-            ErrorKind::AdminRequired,
-            "This API key may not use the admin API (it needs admin: true)",
-        )),
-    }
-}
-
 /// Answer an admin request: the JSON body of a 200, or the error.
 pub fn handle(
     app: &App,
@@ -125,7 +93,7 @@ pub fn handle(
     peer: Option<SocketAddr>,
     rid: &str,
 ) -> Result<Value, ProxyError> {
-    operator_access(app, client, peer)?;
+    crate::metrics::operator_access(app, Some(client), peer, false)?;
     let who = format!(
         "key={} client={}",
         client.name().unwrap_or("-"),
@@ -272,27 +240,6 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_798_405_096), "2026-12-27T20:58:16Z");
         assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
-    }
-
-    #[test]
-    fn the_access_rule() {
-        let at = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
-        let code = |r: Result<(), ProxyError>| r.err().map(|e| e.kind);
-        // Without auth: loopback (v4 and v6) only; nginx answers 403.
-        assert_eq!(code(access_rule(true, false, at("127.0.0.1:5"))), None);
-        assert_eq!(code(access_rule(true, false, at("[::1]:5"))), None);
-        for peer in [at("10.0.0.7:5"), at("[2001:db8::1]:5"), None] {
-            assert_eq!(
-                code(access_rule(true, false, peer)),
-                Some(ErrorKind::AdminLoopbackOnly)
-            );
-        }
-        // With auth: the key decides, wherever it comes from.
-        assert_eq!(code(access_rule(false, true, at("10.0.0.7:5"))), None);
-        assert_eq!(
-            code(access_rule(false, false, at("127.0.0.1:5"))),
-            Some(ErrorKind::AdminRequired)
-        );
     }
 
     #[test]

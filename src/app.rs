@@ -10,6 +10,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::health::{Health, SystemClock};
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::metrics::Metrics;
 use crate::providers::{self, Provider};
 
 /// Called at the start of every request with the request path. Embedders
@@ -23,6 +24,8 @@ pub struct App {
     pub health: Health,
     /// Client keys and their limit state (open without `auth`).
     pub auth: Auth,
+    /// Counters and histograms for `/metrics` (carried over a reload).
+    pub metrics: Metrics,
     /// Unix time the proxy started, reported as each model's `created`.
     pub created: u64,
     pub hook: Option<Hook>,
@@ -68,6 +71,7 @@ impl App {
                 kept_keys.join(", ")
             );
         }
+        let metrics = Metrics::new(&config, previous.map(|p| &p.metrics));
         let created = previous.map(|p| p.created).unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -79,6 +83,7 @@ impl App {
             providers,
             health,
             auth,
+            metrics,
             created,
             hook,
             phase,

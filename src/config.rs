@@ -176,6 +176,8 @@ struct RawServer {
     max_connections: Option<Value>,
     max_body_bytes: Option<Value>,
     log_level: Option<String>,
+    log_format: Option<String>,
+    metrics_public: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -415,6 +417,21 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_body_bytes: u64,
     pub log_level: log::LevelFilter,
+    /// How log lines are written (the access log included).
+    pub log_format: LogFormat,
+    /// Serve `/metrics` to any client when `auth` is not set (otherwise
+    /// only to loopback clients).
+    pub metrics_public: bool,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per record.
+    #[default]
+    Text,
+    /// One JSON object per line (Loki, Vector).
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -975,6 +992,20 @@ fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
             log::LevelFilter::Info
         }),
     };
+    let log_format = match x
+        .check(x.string("server.log_format", s.log_format))
+        .as_deref()
+    {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            x.report(err(
+                "server.log_format",
+                format!("unknown format {other:?} (text, json)"),
+            ));
+            LogFormat::Text
+        }
+    };
     ServerConfig {
         host: x
             .check(x.string("server.host", s.host))
@@ -1016,6 +1047,8 @@ fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
             ))
             .unwrap_or(defaults::MAX_BODY_BYTES),
         log_level,
+        log_format,
+        metrics_public: s.metrics_public.unwrap_or(false),
     }
 }
 

@@ -140,9 +140,11 @@ pub enum ErrorKind {
     ModelNotAllowed,
     /// The client key is over its `rpm` or `max_concurrent`.
     RateLimited,
-    /// `/admin/*` with a valid client key that lacks `admin: true`.
+    /// `/metrics` or `/admin/*` with a valid client key that lacks
+    /// `admin: true`.
     AdminRequired,
-    /// `/admin/*` from a non-loopback client when no `auth` is configured.
+    /// `/metrics` or `/admin/*` from a non-loopback client when no `auth`
+    /// is configured (and, for `/metrics`, no `server.metrics_public`).
     AdminLoopbackOnly,
     /// `/admin/providers/{name}/...` for a provider that is not configured.
     ProviderNotFound,

@@ -456,6 +456,11 @@ impl Health {
         }
     }
 
+    /// Failures of one provider since its last success (for `/metrics`).
+    pub fn consecutive_failures(&self, provider: usize) -> u32 {
+        self.read(provider).consecutive
+    }
+
     /// The state of one provider.
     pub fn status(&self, provider: usize) -> Status {
         let now = self.clock.now();

@@ -39,6 +39,8 @@ pub enum Content {
     Json(usize),
     /// An event stream of unknown length, chunked unless HTTP/1.0.
     EventStream { chunked: bool },
+    /// Prometheus text exposition (`/metrics`) of this many bytes.
+    Metrics(usize),
 }
 
 /// The headers of every answer, in one place: the caller's (request id,
@@ -56,6 +58,14 @@ fn all_headers(
         Content::Json(len) => {
             headers.push(("Content-Type", "application/json".into()));
             headers.push(("Content-Length", len.to_string()));
+        }
+        Content::Metrics(len) => {
+            headers.push((
+                "Content-Type",
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            ));
+            headers.push(("Content-Length", len.to_string()));
+            headers.push(("Cache-Control", "no-store".into()));
         }
         Content::EventStream { chunked } => {
             headers.push(("Content-Type", "text/event-stream".into()));
@@ -149,9 +159,44 @@ pub fn send(
     state: BodyState,
     retry_after: Option<u64>,
 ) {
+    let content = Content::Json(body.len());
+    send_as(
+        req,
+        status,
+        headers,
+        (content, body),
+        close,
+        state,
+        retry_after,
+    )
+}
+
+/// `/metrics`: the text exposition, 200.
+pub fn send_metrics(req: Request, headers: Headers, body: &[u8]) {
+    let content = Content::Metrics(body.len());
+    send_as(
+        req,
+        200,
+        headers,
+        (content, body),
+        false,
+        BodyState::Unread,
+        None,
+    )
+}
+
+fn send_as(
+    req: Request,
+    status: u16,
+    headers: Headers,
+    (content, body): (Content, &[u8]),
+    close: bool,
+    state: BodyState,
+    retry_after: Option<u64>,
+) {
     // A stream request whose stream did not start ends its connection too.
     let close = close || wants_close(&req) || req.reading_stopped();
-    let headers = all_headers(headers, Content::Json(body.len()), retry_after, close);
+    let headers = all_headers(headers, content, retry_after, close);
     let sent = match state {
         BodyState::Read => {
             let h = head(status, &headers);

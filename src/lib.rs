@@ -10,6 +10,7 @@
 // into the C library that give memory back: malloc_trim, madvise).
 #![deny(unsafe_code)]
 
+mod access_log;
 mod admin;
 mod app;
 mod auth;
@@ -18,6 +19,7 @@ mod error;
 mod health;
 mod http;
 pub mod lifecycle;
+mod metrics;
 mod openai;
 mod providers;
 mod relay;
@@ -94,14 +96,13 @@ pub use config::{Config, ConfigError};
 pub use providers::endpoint_notes;
 pub use server::{Controller, Handle, serve, serve_from, start, start_from};
 
-/// Initialise logging: `LLM_PROXY_LOG` wins over the config's level.
-pub fn init_logging(config_level: log::LevelFilter) {
+/// Initialise logging: `LLM_PROXY_LOG` wins over the config's level;
+/// `format` is `server.log_format`. See `access_log` for the line formats.
+pub fn init_logging(config_level: log::LevelFilter, format: config::LogFormat) {
     let level = std::env::var("LLM_PROXY_LOG")
         .ok()
         .and_then(|v| config::parse_level(&v))
         .unwrap_or(config_level);
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(log::LevelFilter::Warn)
-        .with_module_level("llm_proxy", level)
-        .init();
+    metrics::note_start();
+    access_log::init(level, format);
 }

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    llm_proxy::init_logging(config.server.log_level);
+    llm_proxy::init_logging(config.server.log_level, config.server.log_format);
     let signals = match catch_signals() {
         Ok(s) => s,
         Err(e) => {

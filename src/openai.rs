@@ -193,6 +193,22 @@ impl ApiRequest {
         serde_json::to_vec(&WithModel {
             body: &self.body,
             model: model_id,
+            include_usage: false,
+        })
+        .expect("a JSON map always serializes")
+    }
+
+    /// [`ApiRequest::to_upstream_json`] with `stream_options.include_usage:
+    /// true` (other `stream_options` kept): what the proxy sends an
+    /// OpenAI-type upstream for a stream, so that every stream reports its
+    /// tokens. The stream then carries `"usage": null` in every chunk and a
+    /// final usage chunk, which the provider removes again when the client
+    /// did not ask for them.
+    pub fn to_upstream_json_with_usage(&self, model_id: &str) -> Vec<u8> {
+        serde_json::to_vec(&WithModel {
+            body: &self.body,
+            model: model_id,
+            include_usage: true,
         })
         .expect("a JSON map always serializes")
     }
@@ -227,17 +243,31 @@ fn check_messages(messages: &Value) -> Result<(), ProxyError> {
 struct WithModel<'a> {
     body: &'a Map<String, Value>,
     model: &'a str,
+    /// Set `stream_options.include_usage: true`.
+    include_usage: bool,
 }
 
 impl Serialize for WithModel<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.body.len()))?;
+        let mut m = s.serialize_map(None)?;
+        let mut options_seen = false;
         for (k, v) in self.body {
             if k == "model" {
                 m.serialize_entry(k, self.model)?;
+            } else if k == "stream_options" && self.include_usage {
+                options_seen = true;
+                let mut o = v.as_object().cloned().unwrap_or_default();
+                o.insert("include_usage".into(), Value::Bool(true));
+                m.serialize_entry(k, &o)?;
             } else {
                 m.serialize_entry(k, v)?;
             }
+        }
+        if self.include_usage && !options_seen {
+            m.serialize_entry(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            )?;
         }
         m.end()
     }

@@ -19,6 +19,7 @@ use crate::config::ProviderConfig;
 use crate::error::{ErrorKind, ProviderError, ProxyError};
 use crate::health::Permit;
 use crate::http::{self, Headers};
+use crate::metrics::Usage;
 use crate::openai::ApiRequest;
 use crate::providers::{ChatStream, Provider, deadline};
 use crate::sse::{self, EventWriter};
@@ -201,7 +202,11 @@ fn settle(app: &App, permit: Permit<'_>, end: &StreamEnd, provider: &str, rid: &
         StreamEnd::UpstreamError(e) => {
             let reason = e.to_string();
             log::warn!("{rid} provider {provider} failed mid-stream: {reason}");
-            app.health.failure(permit, &reason, None);
+            if app.health.failure(permit, &reason, None) {
+                if let Some(i) = app.config.providers.iter().position(|p| p.name == provider) {
+                    app.metrics.breaker_opened(i);
+                }
+            }
         }
         StreamEnd::Shutdown => {
             log::info!(
@@ -221,6 +226,12 @@ fn keep_alive_every(stream_idle_timeout: Duration) -> Duration {
 /// An SSE comment; every SSE client ignores it.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
+/// How a relayed stream ended, and the tokens its upstream reported.
+pub struct Relayed {
+    pub end: StreamEnd,
+    pub usage: Option<Usage>,
+}
+
 /// Send the stream to the client, event by event, and settle the
 /// provider's breaker when it ends. Returns how it ended, for the log.
 pub fn relay(
@@ -231,16 +242,39 @@ pub fn relay(
     permit: Permit<'_>,
     provider: &str,
     rid: &str,
-) -> StreamEnd {
+) -> Relayed {
     let mut permit = Some(permit);
     let mut settled = |end: &StreamEnd| {
         if let Some(permit) = permit.take() {
             settle(app, permit, end, provider, rid);
         }
     };
-    let end = run(app, req, headers, opened, provider, rid, &mut settled);
+    let Opened {
+        mut stream,
+        held,
+        ended,
+        idle,
+    } = opened;
+    let body = Body {
+        headers,
+        held,
+        ended,
+        idle,
+    };
+    let end = run(app, req, stream.as_mut(), body, provider, rid, &mut settled);
     settled(&end);
-    end
+    Relayed {
+        end,
+        usage: stream.usage(),
+    }
+}
+
+/// What [`open`] read of a stream besides the stream itself.
+struct Body {
+    headers: Headers,
+    held: Vec<u8>,
+    ended: bool,
+    idle: Duration,
 }
 
 /// Relay the stream; `settle` is called once its end is known and before
@@ -249,18 +283,18 @@ pub fn relay(
 fn run(
     app: &App,
     req: Request,
-    headers: Headers,
-    opened: Opened<'_>,
+    stream: &mut dyn ChatStream,
+    body: Body,
     provider: &str,
     rid: &str,
     settle: &mut dyn FnMut(&StreamEnd),
 ) -> StreamEnd {
-    let Opened {
-        mut stream,
+    let Body {
+        headers,
         mut held,
         ended,
         idle,
-    } = opened;
+    } = body;
     let chunked = *req.http_version() != HTTPVersion(1, 0);
     let head = http::stream_head(headers, chunked);
     if ended {

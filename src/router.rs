@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::config::{ModelConfig, Route};
 use crate::error::{ProviderError, ProxyError};
 use crate::health::{Permit, Skip};
+use crate::metrics::Outcome;
 use crate::openai::ApiRequest;
 use crate::relay::{self, Opened};
 
@@ -28,6 +29,11 @@ pub struct Trace {
     pub attempts: u32,
     /// Name of the provider that answered (or failed last).
     pub provider: Option<String>,
+    /// Its index in the config.
+    pub provider_index: Option<usize>,
+    /// Time spent waiting on upstreams (every attempt, to its response
+    /// head, or its first event for streams).
+    pub upstream: Duration,
 }
 
 pub fn route<'a>(
@@ -39,7 +45,11 @@ pub fn route<'a>(
     let mut trace = Trace {
         attempts: 0,
         provider: None,
+        provider_index: None,
+        upstream: Duration::ZERO,
     };
+    let metrics = &app.metrics;
+    let mi = metrics.model(Some(&model.name));
     let mut last_failure: Option<(String, ProviderError)> = None;
     let mut skipped: Vec<String> = Vec::new();
     // A kind that cannot serve the endpoint (Anthropic has no embeddings)
@@ -93,12 +103,26 @@ pub fn route<'a>(
         }
         trace.attempts += 1;
         trace.provider = Some(pcfg.name.clone());
+        trace.provider_index = Some(route.provider);
         let provider = &app.providers[route.provider];
         let started = Instant::now();
         let attempt = if req.stream {
             match relay::open(provider.as_ref(), pcfg, req, &route.model_id, started) {
                 // Success for the breaker is decided when the stream ends.
                 Ok(opened) => {
+                    let took = started.elapsed();
+                    attempt_done(&mut trace, app, route.provider, mi, Outcome::Success, took);
+                    log::debug!(
+                        "{request_id} attempt {} provider {} answered{} after {:.1} ms",
+                        trace.attempts,
+                        pcfg.name,
+                        if req.stream {
+                            " (stream, first event)"
+                        } else {
+                            " 200"
+                        },
+                        took.as_secs_f64() * 1000.0
+                    );
                     app.health.answered(&mut permit);
                     return (Ok(Answer::Stream { opened, permit }), trace);
                 }
@@ -107,14 +131,46 @@ pub fn route<'a>(
         } else {
             match provider.complete(req, &route.model_id) {
                 Ok(body) => {
+                    let took = started.elapsed();
+                    attempt_done(&mut trace, app, route.provider, mi, Outcome::Success, took);
+                    log::debug!(
+                        "{request_id} attempt {} provider {} answered{} after {:.1} ms",
+                        trace.attempts,
+                        pcfg.name,
+                        if req.stream {
+                            " (stream, first event)"
+                        } else {
+                            " 200"
+                        },
+                        took.as_secs_f64() * 1000.0
+                    );
                     app.health.success(permit);
                     return (Ok(Answer::Json(body)), trace);
                 }
                 Err(e) => e,
             }
         };
+        let took = started.elapsed();
+        log::debug!(
+            "{request_id} attempt {} provider {} {} after {:.1} ms",
+            trace.attempts,
+            pcfg.name,
+            match &attempt {
+                ProviderError::Status { status, .. } => format!("status {status}"),
+                _ => "failed".to_string(),
+            },
+            took.as_secs_f64() * 1000.0
+        );
         if let ProviderError::Status { status, error, .. } = &attempt {
             if !attempt.is_failover() {
+                attempt_done(
+                    &mut trace,
+                    app,
+                    route.provider,
+                    mi,
+                    Outcome::ClientError,
+                    took,
+                );
                 // The upstream judged the request itself bad: it would fail
                 // everywhere, and the provider is healthy. Its error was
                 // normalised once, where the upstream answered.
@@ -123,9 +179,13 @@ pub fn route<'a>(
                 return (Err(err), trace);
             }
         }
-        let took = started.elapsed();
+        attempt_done(&mut trace, app, route.provider, mi, Outcome::Failover, took);
+        metrics.failover(mi, route.provider);
         let reason = attempt.to_string();
         let opened = app.health.failure(permit, &reason, attempt.retry_after());
+        if opened {
+            metrics.breaker_opened(route.provider);
+        }
         log::warn!(
             "{request_id} provider {} failed after {:.0} ms: {reason}{}",
             pcfg.name,
@@ -146,6 +206,19 @@ pub fn route<'a>(
         Err(exhausted(app, model, &routes, last_failure, &skipped)),
         trace,
     )
+}
+
+/// Count one upstream attempt (metrics, and the time spent upstream).
+fn attempt_done(
+    trace: &mut Trace,
+    app: &App,
+    provider: usize,
+    model: usize,
+    outcome: Outcome,
+    took: Duration,
+) {
+    trace.upstream = trace.upstream.saturating_add(took);
+    app.metrics.upstream(provider, model, outcome, took);
 }
 
 /// The 503 after every provider failed or was skipped.

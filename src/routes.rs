@@ -3,7 +3,7 @@
 //! through [`crate::http`] (streams through [`crate::relay`]).
 
 use std::io::Read;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tiny_http::{Method, Request};
@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::auth::Client;
 use crate::error::ProxyError;
 use crate::http::{self, BodyState, Headers};
+use crate::metrics::{Ep, Usage};
 use crate::openai::{ApiRequest, Endpoint};
 use crate::relay::{self, StreamEnd};
 use crate::router::{self, Answer};
@@ -27,6 +28,16 @@ pub struct Outcome {
     pub stream: Option<StreamEnd>,
     /// The client key's name, when `auth` is set and the key was valid.
     pub key: Option<String>,
+    /// The `endpoint` label of `/metrics`.
+    pub endpoint: Option<Ep>,
+    /// The index of `provider` in the config.
+    pub provider_index: Option<usize>,
+    /// Time spent waiting on upstreams.
+    pub upstream: Duration,
+    /// For streams: when the response head and first events were written.
+    pub first_byte: Option<Duration>,
+    /// The tokens the upstream reported.
+    pub usage: Option<Usage>,
 }
 
 impl Outcome {
@@ -49,6 +60,8 @@ pub enum Route {
     Models,
     /// `GET /v1/models/{id}`
     Model(String),
+    /// `GET /metrics` (Prometheus)
+    Metrics,
     /// `POST` to an endpoint routed to providers.
     Api(Endpoint),
     /// `/admin/...` (see [`crate::admin`]).
@@ -69,6 +82,7 @@ impl Route {
             "/health" => (GET, Route::Health),
             "/health/ready" => (GET, Route::Ready),
             "/v1/models" => (GET, Route::Models),
+            "/metrics" => (GET, Route::Metrics),
             p if p.starts_with("/admin/") => match crate::admin::parse(p) {
                 Some((allow, request)) => (allow, Route::Admin(request)),
                 None => return Route::NotFound,
@@ -145,6 +159,11 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         hook(&path);
     }
     let route = Route::parse(&method, &path);
+    let endpoint = Some(route.endpoint(&path));
+    let peer = req
+        .remote_addr()
+        .copied()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     // Every route but the health checks needs a client key when `auth` is
     // set, checked before 404 and 405 so that a caller without one learns
     // nothing about which paths exist.
@@ -164,13 +183,44 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
         Ok(c) => c,
         Err(err) => {
             let h = ex.headers();
-            return ex.error(&err, h, false, BodyState::Unread);
+            let mut outcome = ex.error(&err, h, false, BodyState::Unread);
+            outcome.endpoint = endpoint;
+            return outcome;
         }
     };
     let key = client.as_ref().and_then(|c| c.name()).map(str::to_string);
-    let mut outcome = answer(app, ex, route, client.as_ref(), &method, &path, started);
+    let call = Call {
+        method: &method,
+        path: &path,
+        peer,
+        started,
+    };
+    let mut outcome = answer(app, ex, route, client.as_ref(), &call);
     outcome.key = key;
+    outcome.endpoint = endpoint;
     outcome
+}
+
+/// What the handlers need to know about the request besides its route.
+struct Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    peer: std::net::SocketAddr,
+    started: Instant,
+}
+
+impl Route {
+    /// The `endpoint` label of `/metrics` for this route.
+    fn endpoint(&self, path: &str) -> Ep {
+        match self {
+            Route::Api(e) => Ep::of(*e),
+            Route::Models | Route::Model(_) => Ep::Models,
+            Route::Health | Route::Ready => Ep::Health,
+            Route::Metrics => Ep::Metrics,
+            _ if path.starts_with("/admin/") => Ep::Admin,
+            _ => Ep::Other,
+        }
+    }
 }
 
 /// Answer a request whose caller is known (`client` is `None` only for the
@@ -180,10 +230,9 @@ fn answer(
     mut ex: Exchange<'_>,
     route: Route,
     client: Option<&Client<'_>>,
-    method: &Method,
-    path: &str,
-    started: Instant,
+    call: &Call<'_>,
 ) -> Outcome {
+    let (method, path, started) = (call.method, call.path, call.started);
     // A request to a route that exists counts against the key's limits
     // (429 when over). The admission holds a `max_concurrent` slot until
     // the answer, a stream included, has ended.
@@ -244,6 +293,21 @@ fn answer(
             false,
             BodyState::Read,
         ),
+        Route::Metrics => match crate::metrics::operator_access(
+            app,
+            client,
+            Some(call.peer),
+            app.config.server.metrics_public,
+        ) {
+            Ok(()) => {
+                let body = app.metrics.render(app);
+                if let Some(req) = ex.take() {
+                    http::send_metrics(req, base, body.as_bytes());
+                }
+                Outcome::status(200)
+            }
+            Err(err) => ex.error(&err, base, false, BodyState::Unread),
+        },
         Route::Api(endpoint) => api(app, ex, endpoint, &allows, started),
         Route::Admin(request) => {
             let peer = ex.slot.as_ref().and_then(|r| r.remote_addr().copied());
@@ -372,6 +436,8 @@ fn api(
     let (result, trace) = router::route(app, model, &request, ex.rid);
     outcome.attempts = trace.attempts;
     outcome.provider = trace.provider.clone();
+    outcome.provider_index = trace.provider_index;
+    outcome.upstream = trace.upstream;
     let mut headers = ex.headers();
     if let Some(p) = &trace.provider {
         headers.push(("x-llm-proxy-provider", p.clone()));
@@ -382,14 +448,21 @@ fn api(
     // not to reuse the connection rather than race that.
     let long = started.elapsed() * 2 > app.config.server.client_timeout;
     match result {
-        Ok(Answer::Json(body)) => outcome.status = ex.json(200, headers, &body, long).status,
+        Ok(Answer::Json(body)) => {
+            outcome.usage = Usage::of_body(&body);
+            outcome.status = ex.json(200, headers, &body, long).status;
+        }
         Ok(Answer::Stream { opened, permit }) => {
             outcome.status = 200;
             if let Some(req) = ex.take() {
                 let provider = trace.provider.as_deref().unwrap_or("");
-                outcome.stream = Some(relay::relay(
-                    app, req, headers, opened, permit, provider, ex.rid,
-                ));
+                let relay_started = Instant::now();
+                outcome.first_byte = Some(relay_started - started);
+                let relayed = relay::relay(app, req, headers, opened, permit, provider, ex.rid);
+                // The relay waits on the upstream (and the client): not overhead.
+                outcome.upstream = outcome.upstream.saturating_add(relay_started.elapsed());
+                outcome.stream = Some(relayed.end);
+                outcome.usage = relayed.usage;
             }
         }
         Err(err) => outcome.status = ex.error(&err, headers, long, BodyState::Read).status,

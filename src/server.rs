@@ -33,6 +33,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, BodyState};
 use crate::lifecycle::{self, DRAIN_GRACE, Lifecycle, ReloadSummary, Source};
 use crate::routes;
+use crate::{access_log, metrics};
 
 /// Stack for worker threads. Handlers are shallow; the largest users are
 /// serde_json's recursion (bounded at 128 levels) and TLS handshakes.
@@ -597,9 +598,11 @@ fn reject_overloaded(req: Request, queue_timeout: Duration) {
 /// Run one request, answering 500 in the OpenAI shape if the handler panics.
 fn handle(app: &App, req: Request) {
     let started = Instant::now();
+    let _in_flight = app.metrics.enter();
     let rid = request_id(&req);
     let method = req.method().to_string();
     let path = req.url().split('?').next().unwrap_or("").to_string();
+    let client = req.remote_addr().copied();
     let mut slot = Some(req);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         routes::dispatch(app, &mut slot, &rid, started)
@@ -632,20 +635,36 @@ fn handle(app: &App, req: Request) {
             }
         }
     };
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    log::info!(
-        "{rid} {method} {path} key={} model={} provider={} attempts={} status={}{} {ms:.1}ms",
-        outcome.key.as_deref().unwrap_or("-"),
-        outcome.model.as_deref().unwrap_or("-"),
-        outcome.provider.as_deref().unwrap_or("-"),
-        outcome.attempts,
-        outcome.status,
-        outcome
-            .stream
-            .as_ref()
-            .map(|n| format!(" stream={n}"))
-            .unwrap_or_default(),
-    );
+    let total = started.elapsed();
+    let m = &app.metrics;
+    let model = outcome.model.as_deref();
+    let key = outcome.key.as_deref();
+    m.request(&metrics::RequestRecord {
+        endpoint: outcome.endpoint.unwrap_or(metrics::Ep::Other),
+        model,
+        key,
+        status: outcome.status,
+        total,
+        upstream: outcome.upstream,
+    });
+    if let (Some(p), Some(u)) = (outcome.provider_index, outcome.usage) {
+        m.tokens(p, m.model(model), key, u);
+    }
+    access_log::write(&access_log::Entry {
+        request_id: &rid,
+        client,
+        key,
+        method: &method,
+        path: &path,
+        model,
+        provider: outcome.provider.as_deref(),
+        attempts: outcome.attempts,
+        status: outcome.status,
+        stream: outcome.stream.as_ref().map(|e| e as &dyn std::fmt::Display),
+        total,
+        first_byte: outcome.first_byte,
+        usage: outcome.usage,
+    });
 }
 
 /// The client's `x-request-id` if it is sane, else a new one.

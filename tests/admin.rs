@@ -53,6 +53,15 @@ fn disable_takes_a_provider_out_of_rotation_and_enable_puts_it_back() {
     assert_eq!(r.json()["state"], "disabled");
     assert_eq!(provider(&p, "primary")["state"], "disabled");
     assert_eq!(model_available(&p, "m"), (true, vec!["backup".to_string()]));
+    // The metric dashboards read: a disabled provider is not up.
+    let up = |p: &Proxy| {
+        let m = p.get("/metrics").body;
+        (
+            m.contains("llm_proxy_provider_up{provider=\"primary\"} 1"),
+            m.contains("llm_proxy_provider_up{provider=\"backup\"} 1"),
+        )
+    };
+    assert_eq!(up(&p), (false, true));
 
     for _ in 0..3 {
         let r = p.chat("m");
@@ -70,6 +79,7 @@ fn disable_takes_a_provider_out_of_rotation_and_enable_puts_it_back() {
     let r = p.post("/admin/providers/primary/enable", "");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["state"], "closed");
+    assert_eq!(up(&p), (true, true));
     let r = p.chat("m");
     assert_eq!(r.header("x-llm-proxy-provider"), Some("primary"));
     assert_eq!(primary.count(), 1);

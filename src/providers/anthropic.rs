@@ -968,6 +968,17 @@ impl ChatStream for AnthropicStream<'_> {
         }
     }
 
+    fn usage(&self) -> Option<crate::metrics::Usage> {
+        let u = &self.state.usage;
+        Some(crate::metrics::Usage {
+            prompt: u
+                .input
+                .saturating_add(u.cache_creation)
+                .saturating_add(u.cache_read.unwrap_or(0)),
+            completion: u.output,
+        })
+    }
+
     fn finish(&mut self) {
         self.up.drain(&mut self.events);
     }

@@ -62,6 +62,11 @@ pub trait ChatStream: Send {
     /// no default on purpose: a stream kind that forgot it (Anthropic's did)
     /// opened a connection per stream without any test failing.
     fn finish(&mut self);
+
+    /// The tokens the upstream reported for this stream so far (for
+    /// `/metrics` and the access log), whether or not the client asked for
+    /// a usage chunk; `None` if it reported none.
+    fn usage(&self) -> Option<crate::metrics::Usage>;
 }
 
 /// Build the provider for a config entry.

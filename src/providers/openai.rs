@@ -98,6 +98,22 @@ pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Deserialize)]
 struct ChunkProbe {
     error: Option<Value>,
+    usage: Option<UsageProbe>,
+}
+
+/// Whether a chunk's `choices` is empty; read only for chunks with usage.
+#[derive(Deserialize)]
+struct ChoicesProbe {
+    #[serde(default)]
+    choices: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct UsageProbe {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
 }
 
 impl Provider for OpenAi {
@@ -130,12 +146,21 @@ impl Provider for OpenAi {
         req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
-        let body = req.to_upstream_json(model_id);
+        // Every stream reports its tokens: ask for usage, and take it out
+        // again below when the client did not.
+        let hide_usage = !req.include_usage();
+        let body = if hide_usage {
+            req.to_upstream_json_with_usage(model_id)
+        } else {
+            req.to_upstream_json(model_id)
+        };
         let url = self.url(req.endpoint, model_id);
         let resp = self.up.post(&url, &self.headers(), &body, true)?;
         Ok(Box::new(OpenAiStream {
             up: &self.up,
             events: self.up.events(resp)?,
+            hide_usage,
+            usage: None,
         }))
     }
 }
@@ -143,6 +168,11 @@ impl Provider for OpenAi {
 struct OpenAiStream<'a> {
     up: &'a Upstream,
     events: SseReader<Box<dyn BufRead + Send>>,
+    /// The proxy asked for usage and the client did not: drop the usage
+    /// chunk and the `"usage": null` of the others, so that the client
+    /// gets the stream OpenAI sends without `include_usage`.
+    hide_usage: bool,
+    usage: Option<crate::metrics::Usage>,
 }
 
 impl ChatStream for OpenAiStream<'_> {
@@ -151,34 +181,144 @@ impl ChatStream for OpenAiStream<'_> {
     /// chunk they must not commit the client to this provider, and after it
     /// the proxy sends its own keep-alives while the upstream is silent.
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
-        let mut ev = loop {
-            let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
-                ProviderError::Connect("upstream closed the stream before [DONE]".into())
-            })?;
-            if ev.data.is_some() {
-                break ev;
+        loop {
+            let mut ev = loop {
+                let ev = self.up.next_event(&mut self.events)?.ok_or_else(|| {
+                    ProviderError::Connect("upstream closed the stream before [DONE]".into())
+                })?;
+                if ev.data.is_some() {
+                    break ev;
+                }
+            };
+            let data = ev.data.as_deref().unwrap_or_default();
+            if data.trim() == "[DONE]" {
+                return Ok(None);
             }
-        };
-        let data = ev.data.as_deref().unwrap_or_default();
-        if data.trim() == "[DONE]" {
-            return Ok(None);
-        }
-        match serde_json::from_str::<ChunkProbe>(data) {
-            Ok(ChunkProbe { error: Some(_) }) => return Err(self.up.in_stream_error(data)),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(self
-                    .up
-                    .decode_error("malformed stream event", data.as_bytes()));
+            let probe = match serde_json::from_str::<ChunkProbe>(data) {
+                Ok(ChunkProbe { error: Some(_), .. }) => {
+                    return Err(self.up.in_stream_error(data));
+                }
+                Ok(p) => p,
+                Err(_) => {
+                    return Err(self
+                        .up
+                        .decode_error("malformed stream event", data.as_bytes()));
+                }
+            };
+            if let Some(u) = &probe.usage {
+                self.usage = Some(crate::metrics::Usage {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                });
             }
+            if self.hide_usage {
+                let usage_only = probe.usage.is_some()
+                    && serde_json::from_str::<ChoicesProbe>(data)
+                        .is_ok_and(|c| c.choices.is_empty());
+                if usage_only {
+                    continue;
+                }
+                // OpenAI ends every other chunk with it: cut it in place.
+                const TAIL: &str = ",\"usage\":null}";
+                let stripped = if data.ends_with(TAIL) {
+                    None
+                } else if data.contains("\"usage\"") {
+                    strip_null_usage(data)
+                } else {
+                    None
+                };
+                match (stripped, ev.data.as_mut()) {
+                    (Some(s), _) => ev.data = Some(s),
+                    (None, Some(d)) if d.ends_with(TAIL) => {
+                        d.truncate(d.len() - TAIL.len());
+                        d.push('}');
+                    }
+                    _ => {}
+                }
+            }
+            ev.comments.clear();
+            return Ok(Some(sse::encode(&ev)));
         }
-        ev.comments.clear();
-        Ok(Some(sse::encode(&ev)))
     }
 
     fn finish(&mut self) {
         self.up.drain(&mut self.events);
     }
+
+    fn usage(&self) -> Option<crate::metrics::Usage> {
+        self.usage
+    }
+}
+
+/// `json` (an object) without its top-level `"usage": null` member, as
+/// OpenAI's chunks are without `include_usage`; `None` if it has none.
+/// Byte-exact otherwise: only the member and one comma next to it go.
+fn strip_null_usage(json: &str) -> Option<String> {
+    let b = json.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    // Where the current top-level member began (after `{` or `,`), and the
+    // comma before it.
+    let mut member_start = 0;
+    let mut comma_before: Option<usize> = None;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && &json[start..(i + 1).min(b.len())] == "\"usage\"" {
+                    // A key if `:` follows; then the value must be `null`.
+                    let rest = &json[(i + 1).min(b.len())..];
+                    let after_ws = rest.trim_start();
+                    if let Some(v) = after_ws.strip_prefix(':') {
+                        let v = v.trim_start();
+                        if let Some(tail) = v.strip_prefix("null") {
+                            let end = json.len() - tail.len();
+                            let tail_trim = tail.trim_start();
+                            let mut out = String::with_capacity(json.len());
+                            return Some(match (comma_before, tail_trim.strip_prefix(',')) {
+                                // `...,"usage":null}`: drop the comma before.
+                                (Some(c), _) => {
+                                    out.push_str(&json[..c]);
+                                    out.push_str(&json[end..]);
+                                    out
+                                }
+                                // `{"usage":null,...}`: drop the comma after.
+                                (None, Some(after)) => {
+                                    out.push_str(&json[..member_start]);
+                                    out.push_str(after.trim_start());
+                                    out
+                                }
+                                (None, None) => {
+                                    out.push_str(&json[..member_start]);
+                                    out.push_str(&json[end..]);
+                                    out
+                                }
+                            });
+                        }
+                        return None;
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 1 {
+                    member_start = i + 1;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => {
+                comma_before = Some(i);
+                member_start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -187,6 +327,29 @@ mod tests {
 
     fn percent_encode_segment(s: &str) -> String {
         utf8_percent_encode(s, PATH_SEGMENT).to_string()
+    }
+
+    #[test]
+    fn strip_null_usage_removes_only_the_top_level_null_member() {
+        let cases = [
+            (
+                r#"{"id":"a","choices":[],"usage":null}"#,
+                Some(r#"{"id":"a","choices":[]}"#),
+            ),
+            (r#"{"usage":null,"id":"a"}"#, Some(r#"{"id":"a"}"#)),
+            (r#"{"usage" : null}"#, Some("{}")),
+            (
+                r#"{"id":"a", "usage": null, "x":1}"#,
+                Some(r#"{"id":"a", "x":1}"#),
+            ),
+            // Nested or in a string: left alone.
+            (r#"{"choices":[{"usage":null}],"s":""usage":null"}"#, None),
+            // Not null: left alone.
+            (r#"{"usage":{"prompt_tokens":1}}"#, None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_null_usage(input).as_deref(), want, "{input}");
+        }
     }
 
     #[test]
