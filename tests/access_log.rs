@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-const CLIENT_KEY: &str = "sk-client-log-4Hq2Zx9Wm4Rt8Yp3NdLkGv";
+const CLIENT_KEY: &str = "fake-client-log-juliet-kilo-lima";
 const SECRET_CONTENT: &str = "the-secret-prompt-Zq81";
 
 fn config(up: &Fake, extra: &str) -> String {

@@ -7,8 +7,8 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-const ADMIN_KEY: &str = "sk-admin-client-key-0123456789abcdef";
-const USER_KEY: &str = "sk-user-client-key-0123456789abcdef";
+const ADMIN_KEY: &str = "fake-admin-mike-november-oscar";
+const USER_KEY: &str = "fake-user-papa-quebec-romeo";
 
 const FAILOVER: &str = "failover:\n  max_failures: 1\n  cooldown: 600\n";
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const UPSTREAM_KEY: &str = "sk-upstream-Qm3Vt8Lp2Xc7Hb5Ns1Rw";
-const KEY_A: &str = "sk-client-a-7Hq2Zx9Wm4Rt8Yp3NdLkGv";
-const KEY_B: &str = "sk-client-b-Jf6Ue1Oa5Ci9Bs3Ty7PqXe";
+const UPSTREAM_KEY: &str = "fake-upstream-alpha-bravo-charlie";
+const KEY_A: &str = "fake-client-a-delta-echo-foxtrot";
+const KEY_B: &str = "fake-client-b-golf-hotel-india";
 
 /// Models `m1` and `m2` on one provider `up`, whose breaker opens at the
 /// first failure; then `auth` as given (YAML text, may be empty).

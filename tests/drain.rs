@@ -24,7 +24,7 @@ providers:
   up:
     type: openai
     base_url: {}
-    api_key: sk-drain-test-secret-key-0123456789
+    api_key: fake-drain-upstream-sierra-tango
     stream_idle_timeout: 10
 models:
   m:
@@ -117,7 +117,7 @@ fn sigterm_lets_streams_in_flight_complete_and_refuses_new_connections() {
     assert_eq!(bin.wait_exit(Duration::from_secs(20)), Some(0));
     let log = bin.full_log();
     assert!(log.contains("drained: every request finished"), "{log}");
-    assert!(!log.contains("sk-drain-test-secret"), "{log}");
+    assert!(!log.contains("fake-drain-upstream-sierra"), "{log}");
 }
 
 /// Payloads of a stream ended by the drain: content, then the error event.

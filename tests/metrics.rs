@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::*;
 
-const KEY_ADMIN: &str = "sk-client-admin-9Fq2Lx7Wm4Rt8Yp3NdKz";
-const KEY_USER: &str = "sk-client-user-3Jf6Ue1Oa5Ci9Bs3TyPq";
+const KEY_ADMIN: &str = "fake-admin-uniform-victor-whiskey";
+const KEY_USER: &str = "fake-user-xray-yankee-zulu";
 
 /// The value of the series written exactly as `series` (name and labels).
 fn value(scrape: &str, series: &str) -> Option<f64> {
