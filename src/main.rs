@@ -48,23 +48,49 @@ enum Parsed {
     Exit(ExitCode),
 }
 
+/// Command-line flags, `--name value` or `--name=value`, one at a time:
+/// the proxy's and `status`'s parsers share it.
+struct Flags<I> {
+    it: I,
+    /// The value of the current flag when it came as `--name=value`.
+    inline: Option<String>,
+}
+
+impl<I: Iterator<Item = String>> Flags<I> {
+    fn new(it: I) -> Self {
+        Flags { it, inline: None }
+    }
+
+    /// The next flag's name.
+    fn next_flag(&mut self) -> Option<String> {
+        let arg = self.it.next()?;
+        self.inline = None;
+        match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => {
+                self.inline = Some(v.to_string());
+                Some(f.to_string())
+            }
+            _ => Some(arg),
+        }
+    }
+
+    /// The current flag's value: after its `=`, else the next argument.
+    fn value(&mut self, name: &str) -> Result<String, String> {
+        self.inline
+            .take()
+            .or_else(|| self.it.next())
+            .ok_or_else(|| format!("{name} needs a value"))
+    }
+}
+
 fn parse_args() -> Result<Parsed, String> {
     let mut config = None;
     let mut host = None;
     let mut port = None;
     let mut check = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = Flags::new(std::env::args().skip(1));
+    while let Some(flag) = flags.next_flag() {
+        let mut value = |name: &str| flags.value(name);
         match flag.as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -217,19 +243,11 @@ mod status {
         }
     }
 
-    fn parse(mut it: impl Iterator<Item = String>) -> Result<(String, Option<String>), String> {
+    fn parse(it: impl Iterator<Item = String>) -> Result<(String, Option<String>), String> {
         let (mut url, mut key, mut config) = (None, None, None);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = |name: &str| {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
+        let mut flags = super::Flags::new(it);
+        while let Some(flag) = flags.next_flag() {
+            let mut value = |name: &str| flags.value(name);
             match flag.as_str() {
                 "-h" | "--help" => {
                     print!("{USAGE}");
