@@ -84,3 +84,6 @@ summary() {
     echo "$LIB_NAME: $passed passed, $failed failed"
     [[ $failed -eq 0 ]]
 }
+
+# Content events in a saved stream body (test-docker.sh, test-systemd.sh).
+count_events() { grep -c '"content":"' "$1" || true; }

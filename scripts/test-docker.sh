@@ -219,36 +219,8 @@ fi
 ok "container started as user $(docker inspect -f '{{.Config.User}}' "$CONTAINER"), listening on 127.0.0.1:$PROXY_PORT"
 URL="http://127.0.0.1:$PROXY_PORT"
 
-# http METHOD URL [JSON]: print "STATUS BODY" (python3: curl may be missing).
-# stream URL JSON OUT: POST and write the raw response body to OUT as it
-# arrives; prints the status.
-client() {
-    python3 - "$@" <<'PY'
-import sys, urllib.request, urllib.error
-mode, method, url = sys.argv[1], sys.argv[2], sys.argv[3]
-data = sys.argv[4].encode() if len(sys.argv) > 4 and sys.argv[4] else None
-out = sys.argv[5] if len(sys.argv) > 5 else None
-req = urllib.request.Request(url, data=data, method=method,
-                             headers={"Content-Type": "application/json"})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    with opener.open(req, timeout=60) as r:
-        if mode == "stream":
-            with open(out, "wb", buffering=0) as f:
-                while True:
-                    chunk = r.read1(65536)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-            print(r.status)
-        else:
-            print(r.status, r.read().decode())
-except urllib.error.HTTPError as e:
-    print(e.code, e.read().decode())
-except Exception as e:
-    print(0, type(e).__name__, e)
-PY
-}
+# client http|stream METHOD URL [JSON] [OUT] (python3: curl may be missing).
+client() { python3 "$ROOT/scripts/http_client.py" "$@"; }
 CHAT='{"model":"m","messages":[{"role":"user","content":"Hello"}]}'
 STREAM='{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
 
@@ -263,8 +235,6 @@ if [[ "$out" == "200 "* && "$out" == *"Hello from mock-docker"* ]]; then
 else
     fail "POST /v1/chat/completions -> $out"
 fi
-# count_events FILE: content deltas in an SSE body.
-count_events() { grep -c '"content":"' "$1" || true; }
 status="$(client stream POST "$URL/v1/chat/completions" "$STREAM" "$WORK/stream1.txt")"
 if [[ "$status" == 200 ]] && grep -q '^data: \[DONE\]' "$WORK/stream1.txt"; then
     ok "stream -> 200, $(count_events "$WORK/stream1.txt") content events, ends with [DONE]"

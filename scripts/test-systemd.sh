@@ -191,40 +191,17 @@ if [[ "$state" == degraded ]]; then
     echo "  info  failed units: $(ct systemctl --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')"
 fi
 
-# --- HTTP from the host, inside the container's network namespace (python3:
-# the container has no client). http METHOD PATH [JSON]: "STATUS BODY";
-# stream PATH JSON OUT: writes the raw body to OUT as it arrives, prints the
-# status.
+# --- HTTP from the host, inside the container's network namespace (the
+# container has no client), to the proxy's port: client http|stream METHOD
+# PATH [JSON] [OUT], as scripts/http_client.py takes a URL.
 client() {
-    nsenter --target "$LEADER" --net -- python3 - "$@" <<'PY'
-import sys, urllib.request, urllib.error
-mode, method, url = sys.argv[1], sys.argv[2], "http://127.0.0.1:8000" + sys.argv[3]
-data = sys.argv[4].encode() if len(sys.argv) > 4 and sys.argv[4] else None
-out = sys.argv[5] if len(sys.argv) > 5 else None
-req = urllib.request.Request(url, data=data, method=method,
-                             headers={"Content-Type": "application/json"})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    with opener.open(req, timeout=60) as r:
-        if mode == "stream":
-            with open(out, "wb", buffering=0) as f:
-                while True:
-                    chunk = r.read1(65536)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-            print(r.status)
-        else:
-            print(r.status, r.read().decode())
-except urllib.error.HTTPError as e:
-    print(e.code, e.read().decode())
-except Exception as e:
-    print(0, type(e).__name__, e)
-PY
+    local mode="$1" method="$2" path="$3"
+    shift 3
+    nsenter --target "$LEADER" --net -- \
+        python3 "$ROOT/scripts/http_client.py" "$mode" "$method" "http://127.0.0.1:8000$path" "$@"
 }
 chat() { echo "{\"model\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}"; }
 stream_req() { echo "{\"model\":\"$1\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}"; }
-count_events() { grep -c '"content":"' "$1" || true; }
 main_pid() { ct systemctl show -p MainPID --value llm-proxy; }
 
 # --- two mocks in the container, as transient services: `open` needs no key
