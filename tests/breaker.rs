@@ -204,6 +204,18 @@ fn bad_per_provider_values_are_refused_with_their_path() {
         let f = Config::from_yaml(&yaml).unwrap_err().to_string();
         assert_eq!(f.replacen("failover.", "providers.a.", 1), e, "{line}");
     }
+    // A value from a variable is named by the variable, never shown: it
+    // may be a key put in the wrong place.
+    let secret = "sk-live-wrong-place-0123456789";
+    let env = move |k: &str| (k == "COOLDOWN").then(|| secret.to_string());
+    for line in ["cooldown: ${COOLDOWN}", "max_failures: ${COOLDOWN}"] {
+        let yaml = format!("{base}    {line}\n{models}");
+        let e = Config::from_yaml_with_env(&yaml, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"${COOLDOWN}\" (value not shown)"), "{e}");
+        assert!(leaked_fragments(&e, secret, 8).is_empty(), "{e}");
+    }
     // Both keys valid: set on the provider, the others inherit failover:.
     let yaml = format!(
         "failover: {{max_failures: 4, cooldown: 90}}\n{base}    max_failures: 2\n    cooldown: 0.5\n  b:\n    type: openai\n{models}"
