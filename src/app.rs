@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::health::{Health, SystemClock};
+use crate::health::{Health, Settings, SystemClock};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
 use crate::providers::{self, Provider};
@@ -52,18 +52,22 @@ impl App {
             .iter()
             .map(|p| providers::build(p, config.server.workers))
             .collect();
-        let keys = config
+        // The key says which breaker is the provider's; its settings may
+        // change with a reload (see `Health::carry_over`).
+        let breakers = config
             .providers
             .iter()
-            .map(|p| format!("{}\n{}\n{}", p.name, p.kind.as_str(), p.base_url))
+            .map(|p| {
+                let key = format!("{}\n{}\n{}", p.name, p.kind.as_str(), p.base_url);
+                let settings = Settings {
+                    max_failures: p.max_failures,
+                    cooldown: p.cooldown,
+                };
+                (key, settings)
+            })
             .collect();
-        let (health, kept) = Health::carry_over(
-            keys,
-            config.failover.max_failures,
-            config.failover.cooldown,
-            Box::new(SystemClock),
-            previous.map(|p| &p.health),
-        );
+        let (health, kept) =
+            Health::carry_over(breakers, Box::new(SystemClock), previous.map(|p| &p.health));
         let (auth, kept_keys) = Auth::new(config.auth.as_ref(), previous.map(|p| &p.auth));
         if previous.is_some() && config.auth.is_some() {
             log::info!(

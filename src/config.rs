@@ -200,6 +200,10 @@ struct RawProvider {
     timeout: Option<Value>,
     stream_timeout: Option<Value>,
     stream_idle_timeout: Option<Value>,
+    /// Overrides `failover.max_failures` for this provider.
+    max_failures: Option<Value>,
+    /// Overrides `failover.cooldown` for this provider.
+    cooldown: Option<Value>,
     /// azure only.
     api_version: Option<String>,
     /// anthropic only.
@@ -483,6 +487,12 @@ pub struct ProviderConfig {
     pub stream_timeout: Duration,
     /// Longest wait for a stream's next event (comments included).
     pub stream_idle_timeout: Duration,
+    /// Consecutive failures that open this provider's breaker: its own
+    /// `max_failures`, else `failover.max_failures`.
+    pub max_failures: u32,
+    /// How long its open breaker keeps it out, and the most a 429's
+    /// `Retry-After` does: its own `cooldown`, else `failover.cooldown`.
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -584,14 +594,17 @@ impl Config {
             };
             let _ = write!(
                 s,
-                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s stream_idle_timeout={}s",
+                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s stream_idle_timeout={}s max_failures={} cooldown={}s",
                 p.name,
                 p.kind.as_str(),
                 p.base_url,
                 key,
                 p.timeout.as_secs_f64(),
                 p.stream_timeout.as_secs_f64(),
-                p.stream_idle_timeout.as_secs_f64()
+                p.stream_idle_timeout.as_secs_f64(),
+                // The breaker settings in effect, its own or inherited.
+                p.max_failures,
+                p.cooldown.as_secs_f64()
             );
             match &p.kind {
                 ProviderKind::Azure { api_version } => {
@@ -827,7 +840,7 @@ fn validate(raw: RawConfig, x: &Expander<'_>) -> Result<Config, ConfigError> {
     let providers: Vec<ProviderConfig> = raw
         .providers
         .into_iter()
-        .map(|(name, p)| validate_provider(name, p, x))
+        .map(|(name, p)| validate_provider(name, p, &failover, x))
         .collect();
     let models = validate_models(raw.models, &providers, x);
     let auth = raw.auth.map(|a| validate_auth(a, &models, x));
@@ -1054,16 +1067,43 @@ fn validate_server(s: RawServer, x: &Expander<'_>) -> ServerConfig {
 
 /// `failover`.
 fn validate_failover(f: RawFailover, x: &Expander<'_>) -> FailoverConfig {
+    let (max_failures, cooldown) = validate_breaker(
+        "failover",
+        f.max_failures,
+        f.cooldown,
+        defaults::MAX_FAILURES,
+        Duration::from_secs_f64(defaults::COOLDOWN_SECS),
+        x,
+    );
     FailoverConfig {
-        max_failures: x
-            .check(x.int(
-                "failover.max_failures",
-                f.max_failures,
-                1..=i128::from(u32::MAX),
-            ))
-            .unwrap_or(defaults::MAX_FAILURES),
-        cooldown: x.check(x.secs("failover.cooldown", f.cooldown, defaults::COOLDOWN_SECS)),
+        max_failures,
+        cooldown,
     }
+}
+
+/// `PATH.max_failures` and `PATH.cooldown`, in `failover:` or on one
+/// provider (one set of bounds and messages for both), or the defaults
+/// given.
+fn validate_breaker(
+    path: &str,
+    max_failures: Option<Value>,
+    cooldown: Option<Value>,
+    default_max_failures: u32,
+    default_cooldown: Duration,
+    x: &Expander<'_>,
+) -> (u32, Duration) {
+    let max_failures = x
+        .check(x.int(
+            &format!("{path}.max_failures"),
+            max_failures,
+            1..=i128::from(u32::MAX),
+        ))
+        .unwrap_or(default_max_failures);
+    let cooldown = match cooldown {
+        None | Some(Value::Null) => default_cooldown,
+        set => x.check(x.secs(&format!("{path}.cooldown"), set, 0.0)),
+    };
+    (max_failures, cooldown)
 }
 
 /// The `type` values, as the error for an unknown one lists them.
@@ -1076,8 +1116,13 @@ struct RawKindFields {
     max_tokens: Option<Value>,
 }
 
-/// `providers.NAME`.
-fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> ProviderConfig {
+/// `providers.NAME`; `failover` gives the breaker settings it does not set.
+fn validate_provider(
+    name: String,
+    p: RawProvider,
+    failover: &FailoverConfig,
+    x: &Expander<'_>,
+) -> ProviderConfig {
     let path = format!("providers.{name}");
     let at = |field: &str| format!("{path}.{field}");
     let kind = validate_kind(
@@ -1119,6 +1164,14 @@ fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> Provider
         };
         x.check(base_url(&at("base_url"), &base, &shown))
     };
+    let (max_failures, cooldown) = validate_breaker(
+        &path,
+        p.max_failures,
+        p.cooldown,
+        failover.max_failures,
+        failover.cooldown,
+        x,
+    );
     ProviderConfig {
         // A placeholder for an unknown type, reported above: the keys every
         // kind has are still checked, and the config is refused anyway.
@@ -1139,6 +1192,8 @@ fn validate_provider(name: String, p: RawProvider, x: &Expander<'_>) -> Provider
             p.stream_idle_timeout,
             defaults::STREAM_IDLE_TIMEOUT_SECS,
         )),
+        max_failures,
+        cooldown,
         name,
     }
 }

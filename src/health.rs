@@ -1,11 +1,14 @@
 //! Breaker state per provider, shared by every model that uses the provider.
 //!
+//! Each breaker has its own [`Settings`] (the provider's `max_failures`
+//! and `cooldown`, or the `failover:` ones it inherits).
+//!
 //! Closed: requests go through; `max_failures` consecutive failures open it.
 //! Open: requests skip the provider until `cooldown` has passed. Then exactly
 //! one request goes through as a probe (half-open); its success closes the
 //! breaker, its failure opens it for another cooldown. Any success resets the
 //! count. A 429 with `Retry-After` also keeps the provider out until then
-//! (capped at the cooldown).
+//! (capped at the provider's cooldown).
 //!
 //! Closed but unproven: a closed breaker whose latest verdict was a
 //! failure, or that has had no verdict yet, is not known to be healthy.
@@ -38,7 +41,12 @@
 //! ([`Health::carry_over`]): a provider whose key (name, type, base URL) is
 //! unchanged shares its breaker with the old `Health`, so its cooldown goes
 //! on, and requests still in flight on the old config report to the same
-//! breaker. Per-key state added later (e.g. client rate limits keyed by key
+//! breaker. The reload's settings replace the breaker's at once, but only
+//! verdicts read them: a running cooldown (or `Retry-After` wait) ends when
+//! it was due, and the new `cooldown` applies from the provider's next
+//! verdict (the failure that opens it, a failed probe); the failures
+//! counted so far stay, and are compared with the new `max_failures` at
+//! the next failure and the next admission. Per-key state added later (e.g. client rate limits keyed by key
 //! name) is carried over the same way: an `Arc` per entry, keyed by name.
 //!
 //! Time comes from the [`Clock`] given to [`Health::new`]: the process uses
@@ -63,8 +71,21 @@ impl Clock for SystemClock {
     }
 }
 
-#[derive(Default, Debug)]
+/// One provider's breaker settings: its own `max_failures` and `cooldown`,
+/// or the `failover:` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub max_failures: u32,
+    /// How long an open breaker keeps the provider out, and the most a
+    /// 429's `Retry-After` does.
+    pub cooldown: Duration,
+}
+
+#[derive(Debug)]
 struct Breaker {
+    /// Replaced by a reload; read at each admission and verdict.
+    settings: Settings,
     consecutive: u32,
     /// Set while open: no traffic before this instant.
     open_until: Option<Instant>,
@@ -89,6 +110,23 @@ struct Breaker {
 }
 
 impl Breaker {
+    fn new(settings: Settings) -> Breaker {
+        Breaker {
+            settings,
+            consecutive: 0,
+            open_until: None,
+            rate_limited_until: None,
+            probe_in_flight: false,
+            proven: false,
+            pending: 0,
+            last_error: None,
+            last_failure_at: None,
+            disabled: false,
+            requests: AtomicU64::new(0),
+            failures: 0,
+        }
+    }
+
     /// The permit no longer holds the probe slot or a pending place.
     fn release(&mut self, permit: &Permit<'_>) {
         if permit.probe {
@@ -199,8 +237,6 @@ impl Snapshot {
 }
 
 pub struct Health {
-    max_failures: u32,
-    cooldown: Duration,
     clock: Box<dyn Clock>,
     /// Indexed like the config's providers; shared with the `Health` of
     /// the config before a reload where the provider's key is unchanged.
@@ -210,50 +246,50 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(
-        providers: usize,
-        max_failures: u32,
-        cooldown: Duration,
-        clock: Box<dyn Clock>,
-    ) -> Health {
-        let keys = (0..providers).map(|i| i.to_string()).collect();
-        Health::carry_over(keys, max_failures, cooldown, clock, None).0
+    /// Breakers for `settings.len()` providers, one per provider in config
+    /// order, each with its settings.
+    pub fn new(settings: Vec<Settings>, clock: Box<dyn Clock>) -> Health {
+        let providers = settings
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i.to_string(), s))
+            .collect();
+        Health::carry_over(providers, clock, None).0
     }
 
-    /// A `Health` for providers identified by `keys` (one per provider,
-    /// in config order). A key also in `previous` shares its breaker with
-    /// it; the others start closed. Returns the indexes of the providers
-    /// whose breaker was carried over.
+    /// A `Health` for providers identified by a key, each with its
+    /// settings (one per provider, in config order). A key also in
+    /// `previous` shares its breaker with it, whose settings become these
+    /// (see the module docs for when they take effect); the others start
+    /// closed. Returns the indexes of the providers whose breaker was
+    /// carried over.
     pub fn carry_over(
-        keys: Vec<String>,
-        max_failures: u32,
-        cooldown: Duration,
+        providers: Vec<(String, Settings)>,
         clock: Box<dyn Clock>,
         previous: Option<&Health>,
     ) -> (Health, Vec<usize>) {
         let mut kept = Vec::new();
-        let breakers = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                let old = previous.and_then(|p| {
-                    p.keys
-                        .iter()
-                        .position(|k| k == key)
-                        .map(|j| p.breakers[j].clone())
-                });
-                match old {
-                    Some(b) => {
-                        kept.push(i);
-                        b
-                    }
-                    None => Arc::default(),
+        let mut keys = Vec::with_capacity(providers.len());
+        let mut breakers = Vec::with_capacity(providers.len());
+        for (i, (key, settings)) in providers.into_iter().enumerate() {
+            let old = previous.and_then(|p| {
+                p.keys
+                    .iter()
+                    .position(|k| *k == key)
+                    .map(|j| p.breakers[j].clone())
+            });
+            let breaker = match old {
+                Some(b) => {
+                    kept.push(i);
+                    b.write().unwrap_or_else(|e| e.into_inner()).settings = settings;
+                    b
                 }
-            })
-            .collect();
+                None => Arc::new(RwLock::new(Breaker::new(settings))),
+            };
+            keys.push(key);
+            breakers.push(breaker);
+        }
         let health = Health {
-            max_failures,
-            cooldown,
             clock,
             breakers,
             keys,
@@ -315,7 +351,7 @@ impl Health {
                 *b.requests.get_mut() += 1;
                 return Ok(self.permit(provider, false, false));
             }
-            if !last_resort && b.consecutive.saturating_add(b.pending) >= self.max_failures {
+            if !last_resort && b.consecutive.saturating_add(b.pending) >= b.settings.max_failures {
                 return Err(Skip::Pending);
             }
             b.pending = b.pending.saturating_add(1);
@@ -397,14 +433,18 @@ impl Health {
         b.last_error = Some(reason.to_string());
         b.last_failure_at = Some(SystemTime::now());
         b.failures = b.failures.saturating_add(1);
+        let Settings {
+            max_failures,
+            cooldown,
+        } = b.settings;
         if let Some(ra) = retry_after {
-            let until = now + ra.min(self.cooldown);
+            let until = now + ra.min(cooldown);
             b.rate_limited_until = Some(b.rate_limited_until.map_or(until, |t| t.max(until)));
         }
         // A failed probe re-opens for another cooldown.
-        let opens = permit.probe || (b.open_until.is_none() && b.consecutive >= self.max_failures);
+        let opens = permit.probe || (b.open_until.is_none() && b.consecutive >= max_failures);
         if opens {
-            b.open_until = Some(now + self.cooldown);
+            b.open_until = Some(now + cooldown);
         }
         opens
     }
@@ -456,6 +496,12 @@ impl Health {
         }
     }
 
+    /// The settings `provider`'s breaker goes by now (for the log line of
+    /// a breaker that opened: the cooldown it opened for).
+    pub fn settings(&self, provider: usize) -> Settings {
+        self.read(provider).settings
+    }
+
     /// Failures of one provider since its last success (for `/metrics`).
     pub fn consecutive_failures(&self, provider: usize) -> u32 {
         self.read(provider).consecutive
@@ -497,8 +543,18 @@ mod tests {
     /// A breaker for one provider on a manual clock, and the clock.
     fn health(max_failures: u32, cooldown: Duration) -> (Health, ManualClock) {
         let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
-        let h = Health::new(1, max_failures, cooldown, Box::new(clock.clone()));
+        let h = Health::new(
+            vec![settings(max_failures, cooldown)],
+            Box::new(clock.clone()),
+        );
         (h, clock)
+    }
+
+    fn settings(max_failures: u32, cooldown: Duration) -> Settings {
+        Settings {
+            max_failures,
+            cooldown,
+        }
     }
 
     const NS: Duration = Duration::from_nanos(1);
@@ -548,25 +604,18 @@ mod tests {
     fn carry_over_keeps_the_breakers_of_unchanged_keys_only() {
         let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
         let cooldown = Duration::from_secs(600);
-        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (old, kept) = Health::carry_over(
-            keys(&["a", "b"]),
-            1,
-            cooldown,
-            Box::new(clock.clone()),
-            None,
-        );
+        let keys = |k: &[&str]| {
+            k.iter()
+                .map(|s| (s.to_string(), settings(1, cooldown)))
+                .collect::<Vec<_>>()
+        };
+        let (old, kept) = Health::carry_over(keys(&["a", "b"]), Box::new(clock.clone()), None);
         assert!(kept.is_empty());
         assert!(old.failure(old.admit(0).unwrap(), "down", None));
         assert!(old.failure(old.admit(1).unwrap(), "down", None));
         // "a" moved to index 1 and is kept; "b" changed (e.g. its base URL).
-        let (new, kept) = Health::carry_over(
-            keys(&["b2", "a"]),
-            1,
-            cooldown,
-            Box::new(clock.clone()),
-            Some(&old),
-        );
+        let (new, kept) =
+            Health::carry_over(keys(&["b2", "a"]), Box::new(clock.clone()), Some(&old));
         assert_eq!(kept, vec![1]);
         assert!(matches!(new.admit(1), Err(Skip::CoolingDown(_))));
         assert_eq!(new.status(1).last_error.as_deref(), Some("down"));
@@ -750,5 +799,133 @@ mod tests {
         );
         clock.advance(Duration::from_secs(60));
         assert!(h.admit(0).unwrap().is_probe());
+    }
+
+    #[test]
+    fn each_breaker_goes_by_its_own_settings() {
+        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let (short, long) = (Duration::from_secs(5), Duration::from_secs(600));
+        let h = Health::new(
+            vec![settings(1, short), settings(3, long)],
+            Box::new(clock.clone()),
+        );
+        let start = clock.now();
+        // Provider 0 opens at its first failure, provider 1 at its third.
+        assert!(h.failure(h.admit(0).unwrap(), "529", None));
+        for opens in [false, false, true] {
+            assert_eq!(h.failure(h.admit(1).unwrap(), "500", None), opens);
+        }
+        assert_eq!(h.admit(0).err(), Some(Skip::CoolingDown(start + short)));
+        assert_eq!(h.admit(1).err(), Some(Skip::CoolingDown(start + long)));
+        assert_eq!(h.settings(0), settings(1, short));
+        assert_eq!(h.settings(1), settings(3, long));
+        // The short one reopens to a probe at its own time, the other not.
+        clock.advance(short - NS);
+        assert!(matches!(h.admit(0), Err(Skip::CoolingDown(_))));
+        clock.advance(NS);
+        let probe = h.admit(0).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(h.admit(1).err(), Some(Skip::CoolingDown(start + long)));
+        assert_eq!(h.snapshot(0).state, State::HalfOpen);
+        assert_eq!(h.snapshot(1).state, State::Open);
+        // Its failed probe re-opens it for its own cooldown again.
+        assert!(h.failure(probe, "529", None));
+        assert_eq!(h.status(0).available_in, Some(short));
+        clock.advance(short);
+        h.success(h.admit(0).unwrap());
+        assert_eq!(h.snapshot(0).state, State::Closed);
+        assert_eq!(h.status(1).available_in, Some(long - short - short));
+        // Each breaker's pending bound is its own max_failures.
+        let fresh = Health::new(
+            vec![settings(1, short), settings(3, long)],
+            Box::new(clock.clone()),
+        );
+        let _held0 = fresh.admit(0).unwrap();
+        assert_eq!(fresh.admit(0).err(), Some(Skip::Pending));
+        let _held1: Vec<_> = (0..3).map(|_| fresh.admit(1).unwrap()).collect();
+        assert_eq!(fresh.admit(1).err(), Some(Skip::Pending));
+    }
+
+    #[test]
+    fn retry_after_is_capped_by_each_providers_own_cooldown() {
+        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let h = Health::new(
+            vec![
+                settings(10, Duration::from_secs(4)),
+                settings(10, Duration::from_secs(600)),
+            ],
+            Box::new(clock.clone()),
+        );
+        let hour = Some(Duration::from_secs(3600));
+        assert!(!h.failure(h.admit(0).unwrap(), "429", hour));
+        assert!(!h.failure(h.admit(1).unwrap(), "429", hour));
+        assert_eq!(h.status(0).available_in, Some(Duration::from_secs(4)));
+        assert_eq!(h.status(1).available_in, Some(Duration::from_secs(600)));
+        clock.advance(Duration::from_secs(4));
+        assert!(!h.admit(0).unwrap().is_probe());
+        assert!(matches!(h.admit(1), Err(Skip::CoolingDown(_))));
+    }
+
+    #[test]
+    fn a_reload_applies_new_settings_from_the_next_verdict() {
+        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let one = |s: Settings| vec![("a".to_string(), s)];
+        let (old, _) = Health::carry_over(
+            one(settings(1, Duration::from_secs(600))),
+            Box::new(clock.clone()),
+            None,
+        );
+        let opened = clock.now();
+        assert!(old.failure(old.admit(0).unwrap(), "down", None));
+        // Reloaded with a 10 s cooldown while open: the running 600 s is
+        // kept (not cut short, so no burst of traffic to a provider that
+        // was failing a moment ago; POST /admin/providers/a/reset is the
+        // way to end it early).
+        let short = Duration::from_secs(10);
+        let (new, kept) =
+            Health::carry_over(one(settings(1, short)), Box::new(clock.clone()), Some(&old));
+        assert_eq!(kept, vec![0]);
+        assert_eq!(new.settings(0), settings(1, short));
+        let long_end = opened + Duration::from_secs(600);
+        assert_eq!(new.admit(0).err(), Some(Skip::CoolingDown(long_end)));
+        // Its next verdict goes by the new cooldown, whichever config the
+        // request started on (the breaker is shared).
+        clock.advance(Duration::from_secs(600));
+        let probe = old.admit(0).unwrap();
+        assert!(probe.is_probe());
+        let reopened = clock.now();
+        assert!(old.failure(probe, "still down", None));
+        assert_eq!(
+            new.admit(0).err(),
+            Some(Skip::CoolingDown(reopened + short))
+        );
+        // A raised cooldown likewise leaves the running 10 s alone.
+        let (newer, _) = Health::carry_over(
+            one(settings(1, Duration::from_secs(3600))),
+            Box::new(clock.clone()),
+            Some(&new),
+        );
+        assert_eq!(
+            newer.admit(0).err(),
+            Some(Skip::CoolingDown(reopened + short))
+        );
+
+        // max_failures: the count so far is kept and compared with the new
+        // value at the next failure.
+        let (a, _) = Health::carry_over(
+            one(settings(5, Duration::from_secs(60))),
+            Box::new(clock.clone()),
+            None,
+        );
+        for _ in 0..2 {
+            assert!(!a.failure(a.admit(0).unwrap(), "x", None));
+        }
+        let (b, _) = Health::carry_over(
+            one(settings(3, Duration::from_secs(60))),
+            Box::new(clock.clone()),
+            Some(&a),
+        );
+        assert!(b.failure(b.admit(0).unwrap(), "x", None));
+        assert!(matches!(b.admit(0), Err(Skip::CoolingDown(_))));
     }
 }

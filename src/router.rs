@@ -191,9 +191,11 @@ pub fn route<'a>(
             pcfg.name,
             took.as_secs_f64() * 1000.0,
             if opened {
+                // The breaker's own, which a reload may have changed since
+                // this request started.
                 format!(
                     "; breaker open for {} s",
-                    app.config.failover.cooldown.as_secs()
+                    app.health.settings(route.provider).cooldown.as_secs_f64()
                 )
             } else {
                 String::new()
