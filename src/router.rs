@@ -227,16 +227,17 @@ pub(crate) fn attempt_order<'m>(
     rng: &mut Rng,
 ) -> Vec<&'m Route> {
     let mut order = Vec::with_capacity(model.routes.len());
-    let mut weighted: Vec<&'m Route> = Vec::new();
     for tier in &model.tiers {
         let routes = model.tier(tier);
-        weighted.clear();
-        weighted.extend(routes.iter().filter(|r| r.weight > 0 && usable(r)));
+        // The tier's weighted routes, then drawn in place: each step swaps
+        // its pick among the routes not yet picked into the next slot.
+        let start = order.len();
+        order.extend(routes.iter().filter(|r| r.weight > 0 && usable(r)));
         // At most routes x 1,000,000 (the config's bound): no overflow.
-        let mut total: u64 = weighted.iter().map(|r| u64::from(r.weight)).sum();
-        while weighted.len() > 1 {
+        let mut total: u64 = order[start..].iter().map(|r| u64::from(r.weight)).sum();
+        for next in start..order.len().saturating_sub(1) {
             let mut ticket = rng.u64(0..total);
-            let i = weighted
+            let picked = order[next..]
                 .iter()
                 .position(|r| match ticket.checked_sub(u64::from(r.weight)) {
                     Some(rest) => {
@@ -245,12 +246,10 @@ pub(crate) fn attempt_order<'m>(
                     }
                     None => true,
                 })
-                .unwrap_or(weighted.len() - 1);
-            let picked = weighted.remove(i);
-            total -= u64::from(picked.weight);
-            order.push(picked);
+                .map_or(order.len() - 1, |i| next + i);
+            order.swap(next, picked);
+            total -= u64::from(order[next].weight);
         }
-        order.append(&mut weighted);
         order.extend(routes.iter().filter(|r| r.weight == 0 && usable(r)));
     }
     order
