@@ -41,6 +41,10 @@ pub mod defaults {
     pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
     pub const ANTHROPIC_VERSION: &str = "2023-06-01";
     pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
+    /// A route's share of its tier when `weight` is not set.
+    pub const WEIGHT: u32 = 1;
+    /// The largest `weight`: a tier's total stays far from overflow.
+    pub const MAX_WEIGHT: u32 = 1_000_000;
 }
 
 /// A startup error: the config could not be read, parsed or validated. It
@@ -223,6 +227,7 @@ struct RawModel {
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     priority: Value,
+    weight: Option<Value>,
     model_id: Option<String>,
 }
 
@@ -498,8 +503,12 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub name: String,
-    /// Sorted by priority, lowest first.
+    /// Sorted by priority, lowest first; within a priority, in provider
+    /// name order (the order of the YAML map, which serde sorts).
     pub routes: Vec<Route>,
+    /// The routes that share a priority, lowest priority first; built once
+    /// at load so a request only draws its order (see `router::attempt_order`).
+    pub tiers: Vec<Tier>,
 }
 
 #[derive(Debug, Clone)]
@@ -507,7 +516,46 @@ pub struct Route {
     /// Index into [`Config::providers`].
     pub provider: usize,
     pub priority: u32,
+    /// Share of its tier, relative to the tier's other weights; 0: a hot
+    /// spare, tried only after every weighted route of its tier.
+    pub weight: u32,
     pub model_id: String,
+}
+
+/// Routes that share a priority: a request picks among them by weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub priority: u32,
+    /// Indices into [`ModelConfig::routes`] (contiguous: routes are sorted).
+    pub routes: std::ops::Range<usize>,
+}
+
+impl ModelConfig {
+    /// A model from its routes: sorts them by priority (stable, so equal
+    /// priorities keep their order) and groups the tiers.
+    pub fn new(name: String, mut routes: Vec<Route>) -> ModelConfig {
+        routes.sort_by_key(|r| r.priority);
+        let mut tiers: Vec<Tier> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match tiers.last_mut() {
+                Some(t) if t.priority == r.priority => t.routes.end = i + 1,
+                _ => tiers.push(Tier {
+                    priority: r.priority,
+                    routes: i..i + 1,
+                }),
+            }
+        }
+        ModelConfig {
+            name,
+            routes,
+            tiers,
+        }
+    }
+
+    /// A tier's routes.
+    pub fn tier(&self, tier: &Tier) -> &[Route] {
+        &self.routes[tier.routes.clone()]
+    }
 }
 
 impl Config {
@@ -616,17 +664,27 @@ impl Config {
         }
         let _ = writeln!(s, "models ({}):", self.models.len());
         for m in self.models.values() {
-            let routes: Vec<String> = m
-                .routes
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}={}@{}",
-                        r.priority, self.providers[r.provider].name, r.model_id
-                    )
-                })
-                .collect();
-            let _ = writeln!(s, "  {}: {}", m.name, routes.join(", "));
+            let _ = writeln!(s, "  {}:", m.name);
+            for t in &m.tiers {
+                let routes = m.tier(t);
+                let total: u64 = routes.iter().map(|r| u64::from(r.weight)).sum();
+                // Spares last, as a request tries them.
+                let (weighted, spares): (Vec<&Route>, Vec<&Route>) =
+                    routes.iter().partition(|r| r.weight > 0);
+                let shares: Vec<String> = weighted
+                    .iter()
+                    .chain(&spares)
+                    .map(|r| {
+                        let share = if r.weight == 0 {
+                            "spare".to_string()
+                        } else {
+                            percent(u64::from(r.weight), total)
+                        };
+                        format!("{}@{} {share}", self.providers[r.provider].name, r.model_id)
+                    })
+                    .collect();
+                let _ = writeln!(s, "    tier {}: {}", t.priority, shares.join(", "));
+            }
         }
         // Names and limits only: never a key nor its digest.
         match &self.auth {
@@ -1278,7 +1336,8 @@ fn validate_models(
         .collect()
 }
 
-/// `models.NAME`: its routes, sorted by priority.
+/// `models.NAME`: its routes, sorted by priority; those sharing a
+/// priority form a tier.
 fn validate_model(
     name: String,
     m: RawModel,
@@ -1300,6 +1359,13 @@ fn validate_model(
         if model_id.is_empty() {
             x.report(err(&format!("{rpath}.model_id"), "must not be empty"));
         }
+        let weight = x
+            .check(x.int(
+                &format!("{rpath}.weight"),
+                r.weight,
+                0..=i128::from(defaults::MAX_WEIGHT),
+            ))
+            .unwrap_or(defaults::WEIGHT);
         let Some(provider) = providers.iter().position(|p| p.name == pname) else {
             x.report(err(&rpath, "no such provider"));
             continue;
@@ -1315,23 +1381,20 @@ fn validate_model(
                 continue;
             }
         };
-        if let Some(other) = routes.iter().find(|o| o.priority == priority) {
-            x.report(err(
-                &ppath,
-                format!(
-                    "priority {priority} is already used by provider {}",
-                    providers[other.provider].name
-                ),
-            ));
-        }
         routes.push(Route {
             provider,
             priority,
+            weight,
             model_id,
         });
     }
-    routes.sort_by_key(|r| r.priority);
-    ModelConfig { name, routes }
+    ModelConfig::new(name, routes)
+}
+
+/// `part` of `whole` as a percentage for people: `75%`, `33.3%`.
+fn percent(part: u64, whole: u64) -> String {
+    let p = format!("{:.1}", part as f64 * 100.0 / whole.max(1) as f64);
+    format!("{}%", p.strip_suffix(".0").unwrap_or(&p))
 }
 
 pub fn parse_level(s: &str) -> Option<log::LevelFilter> {

@@ -1,5 +1,6 @@
-//! Failover across a model's providers: priority order, skip what the
-//! breaker keeps out, count what fails, stop at the first answer.
+//! Failover across a model's providers: priority order, by weight inside a
+//! priority, skip what the breaker keeps out, count what fails, stop at the
+//! first answer.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use crate::health::{Permit, Skip};
 use crate::metrics::Outcome;
 use crate::openai::ApiRequest;
 use crate::relay::{self, Opened};
+use fastrand::Rng;
 
 /// A successful routing decision.
 pub enum Answer<'a> {
@@ -54,17 +56,17 @@ pub fn route<'a>(
     let mut skipped: Vec<String> = Vec::new();
     // A kind that cannot serve the endpoint (Anthropic has no embeddings)
     // is left out without touching its breaker.
-    let routes: Vec<&Route> = model
-        .routes
-        .iter()
-        .filter(|r| app.providers[r.provider].serves(req.endpoint))
-        .collect();
+    let routes = attempt_order(
+        model,
+        |r| app.providers[r.provider].serves(req.endpoint),
+        &mut Rng::new(),
+    );
     if routes.is_empty() {
         let err = ProxyError::unsupported_endpoint(&model.name, req.endpoint);
         return (Err(err), trace);
     }
 
-    // Routes in priority order. One refused only because enough requests
+    // Routes in the order drawn above. One refused only because enough requests
     // to it are pending (see health.rs) goes to the end, to be tried again
     // past that bound once every other provider failed or is out; the
     // model's last provider is admitted past it at once, as nothing but
@@ -210,6 +212,51 @@ pub fn route<'a>(
     )
 }
 
+/// The order one request tries a model's routes, leaving out those `usable`
+/// refuses: tiers in priority order; inside a tier, the weighted routes by
+/// weighted sampling without replacement (each next pick among the routes
+/// not yet picked, in proportion to weight), then the tier's `weight: 0`
+/// spares in config order.
+///
+/// Breakers are not looked at here: the caller skips a provider that is
+/// out when it comes to it. That keeps the shares right among the routes
+/// that are in: in an order drawn this way, the first of any subset of the
+/// tier is that subset's route `i` with probability `w_i / sum(w)` over the
+/// subset.
+pub(crate) fn attempt_order<'m>(
+    model: &'m ModelConfig,
+    usable: impl Fn(&Route) -> bool,
+    rng: &mut Rng,
+) -> Vec<&'m Route> {
+    let mut order = Vec::with_capacity(model.routes.len());
+    for tier in &model.tiers {
+        let routes = model.tier(tier);
+        // The tier's weighted routes, then drawn in place: each step swaps
+        // its pick among the routes not yet picked into the next slot.
+        let start = order.len();
+        order.extend(routes.iter().filter(|r| r.weight > 0 && usable(r)));
+        // At most routes x 1,000,000 (the config's bound): no overflow.
+        let mut total: u64 = order[start..].iter().map(|r| u64::from(r.weight)).sum();
+        for next in start..order.len().saturating_sub(1) {
+            let mut ticket = rng.u64(0..total);
+            let picked = order[next..]
+                .iter()
+                .position(|r| match ticket.checked_sub(u64::from(r.weight)) {
+                    Some(rest) => {
+                        ticket = rest;
+                        false
+                    }
+                    None => true,
+                })
+                .map_or(order.len() - 1, |i| next + i);
+            order.swap(next, picked);
+            total -= u64::from(order[next].weight);
+        }
+        order.extend(routes.iter().filter(|r| r.weight == 0 && usable(r)));
+    }
+    order
+}
+
 /// Count one upstream attempt (metrics, and the time spent upstream).
 fn attempt_done(
     trace: &mut Trace,
@@ -269,4 +316,171 @@ fn exhausted(
         err = err.with_retry_after(secs.max(1));
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model whose route `i` is provider `i`, with these
+    /// `(priority, weight)` pairs, in this (config) order.
+    fn model(routes: &[(u32, u32)]) -> ModelConfig {
+        let routes = routes
+            .iter()
+            .enumerate()
+            .map(|(provider, &(priority, weight))| Route {
+                provider,
+                priority,
+                weight,
+                model_id: "m".into(),
+            })
+            .collect();
+        ModelConfig::new("m".into(), routes)
+    }
+
+    fn order(m: &ModelConfig, rng: &mut Rng) -> Vec<usize> {
+        attempt_order(m, |_| true, rng)
+            .iter()
+            .map(|r| r.provider)
+            .collect()
+    }
+
+    const PICKS: usize = 10_000;
+
+    /// How often each provider comes first over `PICKS` orders, as a
+    /// percentage, among the routes `usable` keeps.
+    fn first_shares(m: &ModelConfig, usable: impl Fn(&Route) -> bool, seed: u64) -> Vec<f64> {
+        let mut rng = Rng::with_seed(seed);
+        let mut counts = vec![0usize; m.routes.len()];
+        for _ in 0..PICKS {
+            let o = attempt_order(m, &usable, &mut rng);
+            counts[o[0].provider] += 1;
+        }
+        counts
+            .iter()
+            .map(|&c| c as f64 * 100.0 / PICKS as f64)
+            .collect()
+    }
+
+    fn assert_near(got: &[f64], want: &[f64]) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 2.0, "shares {got:?}, expected {want:?}");
+        }
+    }
+
+    #[test]
+    fn first_picks_follow_the_weights() {
+        for seed in [1, 2, 3] {
+            assert_near(
+                &first_shares(&model(&[(0, 3), (0, 1)]), |_| true, seed),
+                &[75.0, 25.0],
+            );
+            assert_near(
+                &first_shares(&model(&[(0, 5), (0, 3), (0, 2), (1, 7)]), |_| true, seed),
+                &[50.0, 30.0, 20.0, 0.0],
+            );
+            // The migration steps: 10% and 50% to the new provider.
+            assert_near(
+                &first_shares(&model(&[(0, 9), (0, 1)]), |_| true, seed),
+                &[90.0, 10.0],
+            );
+            assert_near(
+                &first_shares(&model(&[(0, 1), (0, 1)]), |_| true, seed),
+                &[50.0, 50.0],
+            );
+        }
+    }
+
+    #[test]
+    fn a_provider_left_out_leaves_the_others_their_relative_shares() {
+        // Left out by `usable`, or skipped by the router when its breaker
+        // is open (the first of the others in the drawn order): either way
+        // 3:2 between the two left.
+        let m = model(&[(0, 5), (0, 3), (0, 2)]);
+        assert_near(
+            &first_shares(&m, |r| r.provider != 0, 7),
+            &[0.0, 60.0, 40.0],
+        );
+        let mut rng = Rng::with_seed(7);
+        let mut counts = [0usize; 3];
+        for _ in 0..PICKS {
+            let first_in = order(&m, &mut rng).into_iter().find(|&p| p != 0).unwrap();
+            counts[first_in] += 1;
+        }
+        let shares: Vec<f64> = counts
+            .iter()
+            .map(|&c| c as f64 * 100.0 / PICKS as f64)
+            .collect();
+        assert_near(&shares, &[0.0, 60.0, 40.0]);
+    }
+
+    #[test]
+    fn every_route_once_tiers_in_priority_order() {
+        // Config order mixes the tiers; the order never does.
+        let m = model(&[(2, 1), (0, 4), (1, 1), (0, 1), (1, 2), (0, 0), (2, 1)]);
+        let tier_of = |p: usize| m.routes.iter().find(|r| r.provider == p).unwrap().priority;
+        let mut rng = Rng::with_seed(42);
+        let mut seen_orders = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let o = order(&m, &mut rng);
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                [0, 1, 2, 3, 4, 5, 6],
+                "each route exactly once: {o:?}"
+            );
+            let tiers: Vec<u32> = o.iter().map(|&p| tier_of(p)).collect();
+            assert!(tiers.is_sorted(), "tiers out of order: {o:?}");
+            // The spare (5) closes tier 0.
+            assert_eq!(o[2], 5, "{o:?}");
+            seen_orders.insert(o);
+        }
+        // Both orders of every two-route tier happen.
+        assert_eq!(seen_orders.len(), 2 * 2 * 2, "{seen_orders:?}");
+    }
+
+    #[test]
+    fn later_picks_are_by_weight_among_the_rest() {
+        // Given `a` first, `b` comes next 3 times in 5 (3:2 against `c`).
+        let m = model(&[(0, 5), (0, 3), (0, 2)]);
+        let mut rng = Rng::with_seed(9);
+        let (mut a_first, mut then_b) = (0usize, 0usize);
+        while a_first < PICKS {
+            let o = order(&m, &mut rng);
+            if o[0] == 0 {
+                a_first += 1;
+                then_b += usize::from(o[1] == 1);
+            }
+        }
+        let share = then_b as f64 * 100.0 / PICKS as f64;
+        assert!((share - 60.0).abs() <= 2.0, "{share}");
+    }
+
+    #[test]
+    fn spares_come_after_the_weighted_routes_of_their_tier_in_config_order() {
+        let m = model(&[(0, 0), (0, 1), (0, 0), (0, 1), (1, 1)]);
+        let mut rng = Rng::with_seed(3);
+        for _ in 0..200 {
+            let o = order(&m, &mut rng);
+            assert!(matches!(o[..2], [1, 3] | [3, 1]), "{o:?}");
+            assert_eq!(o[2..], [0, 2, 4], "{o:?}");
+        }
+        // A tier of spares only: config order, which is a strict failover.
+        let m = model(&[(0, 0), (0, 0), (0, 0)]);
+        assert_eq!(order(&m, &mut rng), [0, 1, 2]);
+        // A spare that cannot serve is left out like any other route.
+        let m = model(&[(0, 1), (0, 0)]);
+        let o = attempt_order(&m, |r| r.provider != 1, &mut rng);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].provider, 0);
+    }
+
+    #[test]
+    fn the_largest_weights_do_not_overflow() {
+        let w = crate::config::defaults::MAX_WEIGHT;
+        let m = model(&[(0, w); 64]);
+        let mut rng = Rng::with_seed(5);
+        assert_eq!(order(&m, &mut rng).len(), 64);
+    }
 }

@@ -63,6 +63,17 @@ fn check_config_prints_a_redacted_summary() {
     assert!(out.contains("gpt-4o-mini"), "{out}");
     assert!(out.contains("type=anthropic"), "{out}");
     assert!(out.contains("api_key=set (redacted)"), "{out}");
+    // Each model's tiers, with each provider's share of its tier.
+    assert!(
+        out.contains(
+            "  gpt-4o:\n    tier 0: anthropic@claude-sonnet-4-5 10%, openai@gpt-4o 90%, ollama@llama3.2 spare\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  claude-sonnet:\n    tier 0: anthropic@claude-3-5-sonnet-latest 100%\n    tier 1: openai@gpt-4o 100%\n"),
+        "{out}"
+    );
     assert!(!out.contains(key) && !err.contains(key));
     assert!(!out.contains(ant_key) && !err.contains(ant_key));
 

@@ -131,11 +131,18 @@ fn validation_messages_name_the_yaml_path() {
         ),
         (
             "      local:\n        priority: 1",
-            "      local:\n        priority: 0",
-            &[
-                "models.gpt-4.providers.",
-                ".priority: priority 0 is already used by provider",
-            ],
+            "      local:\n        priority: 1\n        weight: 1000001",
+            &["models.gpt-4.providers.local.weight: 1000001 is out of range (0-1000000)"],
+        ),
+        (
+            "      local:\n        priority: 1",
+            "      local:\n        priority: 1\n        weight: -1",
+            &["models.gpt-4.providers.local.weight: -1 is out of range (0-1000000)"],
+        ),
+        (
+            "      local:\n        priority: 1",
+            "      local:\n        priority: 1\n        weight: 0.5",
+            &["models.gpt-4.providers.local.weight: expected an integer, got 0.5"],
         ),
         (
             "    base_url: http://127.0.0.1:11434/v1",
@@ -491,4 +498,53 @@ fn an_unknown_type_still_has_its_common_keys_checked() {
     assert!(e.contains("providers.openai.timeout"), "{e}");
     // The kind is unknown, so whether max_tokens belongs to it is not judged.
     assert!(!e.contains("max_tokens"), "{e}");
+}
+
+#[test]
+fn providers_sharing_a_priority_form_a_tier_with_weights() {
+    let yaml = GOOD.replacen(
+        "      local:\n        priority: 1\n",
+        "      local:\n        priority: 0\n        weight: 3\n",
+        1,
+    );
+    let c = load(&yaml).unwrap();
+    let m = &c.models["gpt-4"];
+    let names: Vec<(&str, u32, u32)> = m
+        .routes
+        .iter()
+        .map(|r| (c.providers[r.provider].name.as_str(), r.priority, r.weight))
+        .collect();
+    // Within a tier, in name order; weight 1 unless set.
+    assert_eq!(names, [("local", 0, 3), ("openai", 0, 1)]);
+    assert_eq!(m.tiers.len(), 1);
+    assert_eq!(m.tiers[0].priority, 0);
+    assert_eq!(m.tiers[0].routes, 0..2);
+
+    // Tiers in priority order, whatever the order in the file; a spare.
+    let c = load(
+        "providers:\n  p: {type: openai}\n  q: {type: openai}\n  r: {type: openai}\n  s: {type: openai}\nmodels:\n  m:\n    providers:\n      p: {priority: 7}\n      q: {priority: 2, weight: 0}\n      r: {priority: 7, weight: '${W:-5}'}\n      s: {priority: 2}\n",
+    )
+    .unwrap();
+    let m = &c.models["m"];
+    let tiers: Vec<(u32, Vec<(&str, u32)>)> = m
+        .tiers
+        .iter()
+        .map(|t| {
+            let routes = m
+                .tier(t)
+                .iter()
+                .map(|r| (c.providers[r.provider].name.as_str(), r.weight))
+                .collect();
+            (t.priority, routes)
+        })
+        .collect();
+    assert_eq!(
+        tiers,
+        [(2, vec![("q", 0), ("s", 1)]), (7, vec![("p", 1), ("r", 5)])]
+    );
+    let s = c.summary();
+    assert!(
+        s.contains("  m:\n    tier 2: s@m 100%, q@m spare\n    tier 7: p@m 16.7%, r@m 83.3%\n"),
+        "{s}"
+    );
 }

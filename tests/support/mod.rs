@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -200,7 +200,13 @@ pub struct Received {
     /// Names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Its place among the requests every fake of the process received,
+    /// so a test can tell which upstream the proxy called first.
+    pub arrival: u64,
 }
+
+/// Numbers [`Received::arrival`].
+static ARRIVALS: AtomicU64 = AtomicU64::new(0);
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -387,6 +393,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
         path,
         headers,
         body,
+        arrival: ARRIVALS.fetch_add(1, Ordering::SeqCst),
     })
 }
 
