@@ -213,6 +213,7 @@ struct RawProvider {
 struct RawModel {
     #[serde(default)]
     providers: BTreeMap<String, RawRoute>,
+    request_timeout: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -490,6 +491,9 @@ pub struct ModelConfig {
     pub name: String,
     /// Sorted by priority, lowest first.
     pub routes: Vec<Route>,
+    /// Bounds a whole request, every attempt included (for a stream: until
+    /// it commits); `None`: only each provider's own timeouts.
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -613,7 +617,11 @@ impl Config {
                     )
                 })
                 .collect();
-            let _ = writeln!(s, "  {}: {}", m.name, routes.join(", "));
+            let deadline = m
+                .request_timeout
+                .map(|t| format!(" request_timeout={}s", t.as_secs_f64()))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  {}: {}{deadline}", m.name, routes.join(", "));
         }
         // Names and limits only: never a key nor its digest.
         match &self.auth {
@@ -1276,7 +1284,17 @@ fn validate_model(
         });
     }
     routes.sort_by_key(|r| r.priority);
-    ModelConfig { name, routes }
+    // Absent or null: no deadline. A value must be positive (the 0 passed
+    // as the default is never used).
+    let request_timeout = m.request_timeout.filter(|v| !v.is_null()).map(|v| {
+        let path = format!("models.{name}.request_timeout");
+        x.check(x.secs(&path, Some(v), 0.0))
+    });
+    ModelConfig {
+        name,
+        routes,
+        request_timeout,
+    }
 }
 
 pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
