@@ -410,3 +410,66 @@ fn stream_timeout_bounds_a_stream_that_is_never_idle() {
     let r = p.chat("m");
     assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"));
 }
+
+/// The binary's own log at trace level, for a deadline and a client that
+/// left: it says why each attempt was not counted, and no piece of a key
+/// (which the first upstream echoes in its error) is in it or in the 504.
+#[test]
+fn the_log_says_why_and_never_shows_a_key() {
+    let g = Gate::new();
+    let echo = Reply::error(503, "overloaded for key sk-a-key-000001");
+    let (a, b, c) = (
+        Fake::new(echo),
+        Fake::new(Reply::Hang(g.clone())),
+        Fake::new(Reply::Hang(g.clone())),
+    );
+    let mut yaml = String::from("providers:\n");
+    for (name, f) in [("a", &a), ("b", &b), ("c", &c)] {
+        yaml.push_str(&format!(
+            "  {name}:\n    type: openai\n    api_key: sk-{name}-key-000001\n    base_url: {}\n    timeout: 30\n",
+            f.base_url()
+        ));
+    }
+    yaml.push_str("models:\n  m:\n    request_timeout: 1\n    providers:\n      a: {priority: 0}\n      b: {priority: 1}\n      c: {priority: 2}\n  n:\n    providers:\n      b: {priority: 0}\n      c: {priority: 1}\n");
+    let mut p = Logged::start(&yaml);
+    let r = call(
+        &p.url,
+        "/v1/chat/completions",
+        &[],
+        Some(&chat_body("m", false)),
+    );
+    assert_eq!(r.status, 504, "{}", r.body);
+    no_keys(&r.body);
+    // A client that leaves while b hangs, on model n (no deadline).
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let body = chat_body("n", false);
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).unwrap();
+    b.wait_for(2);
+    drop(conn);
+    // The log line of the abandoned request (bounded wait).
+    let t0 = Instant::now();
+    while !call(&p.url, "/metrics", &[], None)
+        .body
+        .contains("outcome=\"client_gone\"")
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.finish();
+    g.open();
+    assert_eq!(c.count(), 0);
+    no_keys(&log);
+    assert!(
+        log.contains("provider b cut short") && log.contains("request_timeout passed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("client left during the attempt to provider b"),
+        "{log}"
+    );
+}
