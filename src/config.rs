@@ -221,6 +221,7 @@ struct RawProvider {
 struct RawModel {
     #[serde(default)]
     providers: BTreeMap<String, RawRoute>,
+    request_timeout: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +510,9 @@ pub struct ModelConfig {
     /// The routes that share a priority, lowest priority first; built once
     /// at load so a request only draws its order (see `router::attempt_order`).
     pub tiers: Vec<Tier>,
+    /// Bounds a whole request, every attempt included (for a stream: until
+    /// it commits); `None`: only each provider's own timeouts.
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -549,6 +553,7 @@ impl ModelConfig {
             name,
             routes,
             tiers,
+            request_timeout: None,
         }
     }
 
@@ -684,6 +689,9 @@ impl Config {
                     })
                     .collect();
                 let _ = writeln!(s, "    tier {}: {}", t.priority, shares.join(", "));
+            }
+            if let Some(t) = m.request_timeout {
+                let _ = writeln!(s, "    request_timeout={}s", t.as_secs_f64());
             }
         }
         // Names and limits only: never a key nor its digest.
@@ -1388,7 +1396,16 @@ fn validate_model(
             model_id,
         });
     }
-    ModelConfig::new(name, routes)
+    // Absent or null: no deadline. A value must be positive (the 0 passed
+    // as the default is never used).
+    let request_timeout = m.request_timeout.filter(|v| !v.is_null()).map(|v| {
+        let path = format!("models.{name}.request_timeout");
+        x.check(x.secs(&path, Some(v), 0.0))
+    });
+    ModelConfig {
+        request_timeout,
+        ..ModelConfig::new(name, routes)
+    }
 }
 
 /// `part` of `whole` as a percentage for people: `75%`, `33.3%`.

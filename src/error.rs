@@ -127,6 +127,11 @@ pub enum ErrorKind {
     Overloaded,
     /// Every provider of the model failed or is cooling down.
     Unavailable,
+    /// The model's `request_timeout` passed before any provider answered.
+    DeadlineExceeded,
+    /// The client closed its connection while its request was still being
+    /// routed (nginx's 499; the answer is for the log, no client reads it).
+    ClientGone,
     /// The provider failed after the stream began (sent as an SSE event).
     UpstreamStream,
     /// The drain's deadline passed while the stream ran (sent as an SSE
@@ -168,7 +173,7 @@ impl ErrorKind {
             UnknownUrl => (404, REQ, Some("unknown_url")),
             MethodNotAllowed => (405, REQ, Some("method_not_allowed")),
             TooLarge => (413, REQ, Some("request_too_large")),
-            RequestTimeout => (408, REQ, Some("request_timeout")),
+            RequestTimeout => (408, REQ, Some("header_timeout")),
             HeaderTooLarge => (431, REQ, Some("request_header_too_large")),
             ExpectationFailed => (417, REQ, Some("expectation_failed")),
             HttpVersion => (505, REQ, Some("http_version_not_supported")),
@@ -176,6 +181,11 @@ impl ErrorKind {
             Internal => (500, SRV, Some("internal_error")),
             Overloaded => (503, SRV, Some("server_overloaded")),
             Unavailable => (503, SRV, Some("providers_unavailable")),
+            // The issue names the code; the 408 above shares it, and the
+            // status tells them apart (a head that stalled, a request that
+            // ran out of time upstream).
+            DeadlineExceeded => (504, SRV, Some("request_timeout")),
+            ClientGone => (499, REQ, Some("client_closed_request")),
             UpstreamStream => (502, SRV, Some("upstream_stream_error")),
             ShuttingDown => (503, SRV, Some("server_shutting_down")),
             Upstream => (502, REQ, None),
@@ -580,7 +590,7 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [ErrorKind; 26] = [
+    const ALL_KINDS: [ErrorKind; 28] = [
         ErrorKind::InvalidRequest,
         ErrorKind::BodyRead,
         ErrorKind::ModelNotFound,
@@ -596,6 +606,8 @@ mod tests {
         ErrorKind::Internal,
         ErrorKind::Overloaded,
         ErrorKind::Unavailable,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::ClientGone,
         ErrorKind::UpstreamStream,
         ErrorKind::ShuttingDown,
         ErrorKind::Upstream,
@@ -616,10 +628,10 @@ mod tests {
         match k {
             InvalidRequest | BodyRead | ModelNotFound | UnsupportedEndpoint | UnknownUrl
             | MethodNotAllowed | TooLarge | RequestTimeout | HeaderTooLarge | ExpectationFailed
-            | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable | UpstreamStream
-            | ShuttingDown | Upstream | InvalidApiKey | ModelNotAllowed | RateLimited
-            | AdminRequired | AdminLoopbackOnly | ProviderNotFound | InvalidConfig
-            | ReloadUnavailable => {}
+            | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable
+            | DeadlineExceeded | ClientGone | UpstreamStream | ShuttingDown | Upstream
+            | InvalidApiKey | ModelNotAllowed | RateLimited | AdminRequired | AdminLoopbackOnly
+            | ProviderNotFound | InvalidConfig | ReloadUnavailable => {}
         }
     }
 

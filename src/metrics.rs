@@ -105,22 +105,39 @@ pub enum Outcome {
     Failover,
     /// The upstream judged the request bad (a 4xx passed to the client).
     ClientError,
+    /// The model's `request_timeout` cut the attempt short; not counted
+    /// against the provider.
+    Deadline,
+    /// The client left during the attempt, which was abandoned; not
+    /// counted against the provider.
+    ClientGone,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 3] = [Outcome::Success, Outcome::Failover, Outcome::ClientError];
+    const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Failover,
+        Outcome::ClientError,
+        Outcome::Deadline,
+        Outcome::ClientGone,
+    ];
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::Failover => "failover",
             Outcome::ClientError => "client_error",
+            Outcome::Deadline => "deadline",
+            Outcome::ClientGone => "client_gone",
         }
     }
 }
 
 /// Statuses with a series of their own; any other is `code="other"`.
-const CODES: [u16; 19] = [
-    200, 400, 401, 402, 403, 404, 405, 408, 409, 413, 422, 429, 431, 500, 501, 502, 503, 504, 505,
+/// 499 is nginx's "client closed request", logged for a client that left
+/// while its request was routed.
+const CODES: [u16; 20] = [
+    200, 400, 401, 402, 403, 404, 405, 408, 409, 413, 422, 429, 431, 499, 500, 501, 502, 503, 504,
+    505,
 ];
 
 fn code_index(status: u16) -> usize {

@@ -1,17 +1,27 @@
 //! Failover across a model's providers: priority order, by weight inside a
 //! priority, skip what the breaker keeps out, count what fails, stop at the
-//! first answer.
+//! first answer, at the model's `request_timeout`, or when the client leaves.
 
 use std::time::{Duration, Instant};
 
+use tiny_http::ClientWatch;
+
 use crate::app::App;
 use crate::config::{ModelConfig, Route};
-use crate::error::{ProviderError, ProxyError};
+use crate::error::{ErrorKind, ProviderError, ProxyError};
 use crate::health::{Permit, Skip};
 use crate::metrics::Outcome;
 use crate::openai::ApiRequest;
+use crate::providers::deadline;
 use crate::relay::{self, Opened};
 use fastrand::Rng;
+
+/// How often an attempt that waits on its upstream checks whether the
+/// client has left.
+const CLIENT_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// The `what` of the request-wide limit (see [`deadline::limit`]).
+const REQUEST_TIMEOUT: &str = "request_timeout";
 
 /// A successful routing decision.
 pub enum Answer<'a> {
@@ -38,11 +48,15 @@ pub struct Trace {
     pub upstream: Duration,
 }
 
+/// Try the model's providers for `req`. `client` tells whether the client
+/// has left (see [`ClientWatch`]); then no further attempt is made, and the
+/// attempt under way is abandoned without counting against its provider.
 pub fn route<'a>(
     app: &'a App,
     model: &ModelConfig,
     req: &ApiRequest,
     request_id: &str,
+    client: Option<ClientWatch>,
 ) -> (Result<Answer<'a>, ProxyError>, Trace) {
     let mut trace = Trace {
         attempts: 0,
@@ -66,6 +80,28 @@ pub fn route<'a>(
         return (Err(err), trace);
     }
 
+    // The request's deadline wraps every attempt's own limits (a limit
+    // never extends an outer one), and, for a stream, ends at its commit,
+    // when `route` returns.
+    let begun = Instant::now();
+    let due = model.request_timeout.and_then(|t| begun.checked_add(t));
+    let _request_limit = model
+        .request_timeout
+        .map(|t| deadline::limit(begun, t, REQUEST_TIMEOUT));
+    let gone = move || client.as_ref().is_some_and(ClientWatch::gone);
+    // While an attempt waits on its upstream, a client that left ends the
+    // wait (the relay sets its own keep-alive function after commit).
+    let _client_check = deadline::on_silence(CLIENT_CHECK_EVERY, {
+        let gone = gone.clone();
+        move || {
+            if gone() {
+                Err(std::io::Error::other("the client closed its connection"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+
     // Routes in the order drawn above. One refused only because enough requests
     // to it are pending (see health.rs) goes to the end, to be tried again
     // past that bound once every other provider failed or is out; the
@@ -74,6 +110,16 @@ pub fn route<'a>(
     let mut order: Vec<(&Route, bool)> = routes.iter().map(|r| (*r, false)).collect();
     let mut next = 0;
     while let Some(&(route, deferred)) = order.get(next) {
+        // Before taking a permit: an attempt that cannot be used, or has
+        // no time, is not started.
+        if gone() {
+            log::info!("{request_id} client left; no further provider is tried");
+            return (Err(client_gone()), trace);
+        }
+        if due.is_some_and(|at| Instant::now() >= at) {
+            let err = timed_out(model, last_failure.as_ref(), None);
+            return (Err(err), trace);
+        }
         next += 1;
         let pcfg = &app.config.providers[route.provider];
         let admitted = if deferred || next == routes.len() {
@@ -108,6 +154,8 @@ pub fn route<'a>(
         trace.provider_index = Some(route.provider);
         let provider = &app.providers[route.provider];
         let started = Instant::now();
+        // Only this attempt's expiry counts below.
+        let _ = deadline::take_expired();
         let attempt = if req.stream {
             match relay::open(provider.as_ref(), pcfg, req, &route.model_id, started) {
                 // Success for the breaker is decided when the stream ends.
@@ -163,6 +211,36 @@ pub fn route<'a>(
             },
             took.as_secs_f64() * 1000.0
         );
+        // Neither ending is the provider's fault: the permit is dropped
+        // and the breaker left as it was.
+        if gone() {
+            attempt_done(
+                &mut trace,
+                app,
+                route.provider,
+                mi,
+                Outcome::ClientGone,
+                took,
+            );
+            log::info!(
+                "{request_id} client left during the attempt to provider {}; abandoned, not counted against it",
+                pcfg.name
+            );
+            return (Err(client_gone()), trace);
+        }
+        let cut = deadline::take_expired() == Some(REQUEST_TIMEOUT)
+            || (matches!(attempt, ProviderError::Timeout(_))
+                && due.is_some_and(|at| Instant::now() >= at));
+        if cut {
+            attempt_done(&mut trace, app, route.provider, mi, Outcome::Deadline, took);
+            log::warn!(
+                "{request_id} provider {} cut short after {:.0} ms: the model's request_timeout passed; not counted against it",
+                pcfg.name,
+                took.as_secs_f64() * 1000.0
+            );
+            let err = timed_out(model, last_failure.as_ref(), Some(&pcfg.name));
+            return (Err(err), trace);
+        }
         if let ProviderError::Status { status, error, .. } = &attempt {
             if !attempt.is_failover() {
                 attempt_done(
@@ -268,6 +346,40 @@ fn attempt_done(
 ) {
     trace.upstream = trace.upstream.saturating_add(took);
     app.metrics.upstream(provider, model, outcome, took);
+}
+
+/// The answer (for the log: no client reads it) when the client left.
+fn client_gone() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::ClientGone,
+        "The client closed its connection before a provider answered",
+    )
+}
+
+/// The 504 when the model's `request_timeout` is spent. It names the last
+/// failure counted, else the provider the deadline cut (`cut`).
+fn timed_out(
+    model: &ModelConfig,
+    last_failure: Option<&(String, ProviderError)>,
+    cut: Option<&str>,
+) -> ProxyError {
+    let secs = model.request_timeout.unwrap_or_default().as_secs_f64();
+    let mut message = format!(
+        "No provider for model '{}' answered within its request_timeout ({secs} s)",
+        model.name
+    );
+    match (last_failure, cut) {
+        (Some((name, e)), _) => {
+            message.push_str(&format!("; last failure: provider {name}: {e}"));
+        }
+        (None, Some(name)) => {
+            message.push_str(&format!(
+                "; last failure: provider {name}: no answer before the deadline"
+            ));
+        }
+        (None, None) => {}
+    }
+    ProxyError::new(ErrorKind::DeadlineExceeded, message)
 }
 
 /// The 503 after every provider failed or was skipped.

@@ -259,7 +259,7 @@ fn a_request_head_has_a_total_deadline() {
     let took = t.elapsed();
     let (status, e) = one_error(&raw);
     assert_eq!(status, 408, "{raw}");
-    assert_eq!(e["code"], "request_timeout", "{raw}");
+    assert_eq!(e["code"], "header_timeout", "{raw}");
     assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(took < Duration::from_secs(4), "{took:?}");
     assert!(trickle.join().unwrap() < 100);

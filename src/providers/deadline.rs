@@ -7,9 +7,12 @@
 //!   upstream event read sets `now + stream_idle_timeout`. Limits nest, and
 //!   an inner one never extends an outer one, so a request-wide deadline can
 //!   wrap both later.
+//!   The router's `request_timeout` is such an outer limit; [`take_expired`]
+//!   tells it afterwards whether its own limit is what cut an attempt.
 //! - [`on_silence`]: while a read waits, call a function every so often (the
 //!   relay writes the client a keep-alive comment, which is how it notices a
-//!   client that left while the upstream is silent).
+//!   client that left while the upstream is silent; the router checks
+//!   whether the client left while an attempt waits).
 //!
 //! [`DeadlineConnector`] wraps every upstream connection's transport to obey
 //! both. ureq's own timeouts (`stream_timeout` over the whole stream) still
@@ -40,6 +43,8 @@ struct Silence {
 
 thread_local! {
     static LIMIT: Cell<Option<Limit>> = const { Cell::new(None) };
+    /// The `what` of the last limit that cut a wait, until taken.
+    static EXPIRED: Cell<Option<&'static str>> = const { Cell::new(None) };
     static SILENCE: RefCell<Option<Silence>> = const { RefCell::new(None) };
 }
 
@@ -92,7 +97,19 @@ pub fn on_silence(every: Duration, f: impl FnMut() -> io::Result<()> + 'static) 
     SilenceGuard(())
 }
 
+/// The setting (`what`) of the last [`limit`] that cut an upstream wait on
+/// this thread since the last call, if any; clears it.
+pub fn take_expired() -> Option<&'static str> {
+    EXPIRED.take()
+}
+
+/// Time left until the limit in force on this thread, if there is one.
+pub fn left(now: Instant) -> Option<Duration> {
+    LIMIT.get().map(|l| l.at.saturating_duration_since(now))
+}
+
 fn expired(l: Limit) -> Error {
+    EXPIRED.set(Some(l.what));
     Error::Io(io::Error::new(
         io::ErrorKind::TimedOut,
         format!(

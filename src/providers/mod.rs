@@ -201,15 +201,21 @@ impl Upstream {
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
+        // A deadline in force (the model's `request_timeout`) bounds
+        // connecting too, which happens below the transport that enforces
+        // it on every other wait.
+        let connect = deadline::left(Instant::now()).map_or(self.timeout, |l| l.min(self.timeout));
         if stream {
             // `timeout` bounds connecting and waiting for the headers;
             // `stream_timeout` the whole stream.
             rb = rb
                 .config()
                 .timeout_global(Some(self.stream_timeout))
-                .timeout_connect(Some(self.timeout))
+                .timeout_connect(Some(connect))
                 .timeout_recv_response(Some(self.timeout))
                 .build();
+        } else if connect < self.timeout {
+            rb = rb.config().timeout_connect(Some(connect)).build();
         }
         let resp = rb.send(body).map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();

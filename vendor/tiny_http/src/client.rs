@@ -364,7 +364,24 @@ impl Iterator for ClientConnection {
                     Err((408, "The request head did not arrive in time".to_string()))
                 }
                 // EOF, reset, or an idle keep-alive connection timing out.
-                Err(ReadError::ReadIoError(_)) => return None,
+                // llm-proxy patch: an EOF or a reset while no head had
+                // begun is the client leaving, possibly while its request
+                // is still being handled (`Request::client_gone`); a
+                // timeout is not.
+                Err(ReadError::ReadIoError(ref err)) => {
+                    if !self.head_started
+                        && matches!(
+                            err.kind(),
+                            ErrorKind::ConnectionAborted
+                                | ErrorKind::ConnectionReset
+                                | ErrorKind::UnexpectedEof
+                                | ErrorKind::BrokenPipe
+                        )
+                    {
+                        self.stopper.note_peer_gone();
+                    }
+                    return None;
+                }
             };
             let rq = match refusal {
                 // llm-proxy patch: the previous response was the last

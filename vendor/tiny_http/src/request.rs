@@ -79,6 +79,23 @@ pub struct Request {
     stopper: Option<std::sync::Arc<crate::util::refined_tcp_stream::Stopper>>,
 }
 
+/// llm-proxy patch: see [`Request::client_watch`].
+#[derive(Clone)]
+pub struct ClientWatch(Option<std::sync::Arc<crate::util::refined_tcp_stream::Stopper>>);
+
+impl ClientWatch {
+    /// Whether the client closed or reset its connection. Noticed by the
+    /// connection's thread, which reads ahead for a next request on a
+    /// keep-alive connection while this one is handled; it reads an EOF
+    /// when the client closes. Not noticed (always `false`) on a
+    /// connection without read-ahead: after `Connection: close`, HTTP/1.0,
+    /// or `stop_reading_ahead` (whose own shutdown of the read side is not
+    /// taken for the client leaving).
+    pub fn gone(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.peer_gone())
+    }
+}
+
 struct NotifyOnDrop<R> {
     sender: Sender<()>,
     inner: R,
@@ -421,6 +438,13 @@ impl Request {
     /// request's connection.
     pub fn reading_stopped(&self) -> bool {
         self.stopper.as_ref().is_some_and(|s| s.stopped())
+    }
+
+    /// llm-proxy patch: a handle that tells, from any thread, whether the
+    /// client has left while this request is handled (see
+    /// [`ClientWatch::gone`]).
+    pub fn client_watch(&self) -> ClientWatch {
+        ClientWatch(self.stopper.clone())
     }
 
     /// llm-proxy patch: see `stop_reading_ahead`.

@@ -126,6 +126,9 @@ impl Deadline {
 pub struct Stopper {
     closing: std::sync::atomic::AtomicBool,
     sock: Option<Connection>,
+    /// llm-proxy patch: the read-ahead for a next request saw the client
+    /// close (EOF) or reset the connection. See `Request::client_gone`.
+    peer_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Stopper {
@@ -133,6 +136,7 @@ impl Stopper {
         Stopper {
             closing: std::sync::atomic::AtomicBool::new(false),
             sock,
+            peer_gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -154,6 +158,21 @@ impl Stopper {
 
     pub fn stopped(&self) -> bool {
         self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// llm-proxy patch: the read-ahead ended because the client closed or
+    /// reset the connection. An EOF caused by `stop` (our own
+    /// `shutdown(SHUT_RD)`) is not the client's doing and is not recorded.
+    pub(crate) fn note_peer_gone(&self) {
+        if !self.stopped() {
+            self.peer_gone
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// llm-proxy patch: see `note_peer_gone`.
+    pub fn peer_gone(&self) -> bool {
+        self.peer_gone.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
