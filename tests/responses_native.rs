@@ -708,3 +708,66 @@ fn keys_echoed_by_native_upstreams_reach_neither_client_nor_log() {
     let leaks = leaked_fragments(&seen, KEY, 8);
     assert!(leaks.is_empty(), "key fragments leaked: {leaks:?}\n{seen}");
 }
+
+#[test]
+fn a_drain_during_a_native_stream_ends_it_with_failed_and_error() {
+    let release = Gate::new();
+    let upstream = opening("resp_d");
+    let fake = Fake::new(stream_reply(
+        upstream.clone(),
+        End::HangUntil(release.clone()),
+    ));
+    // Keep-alive ticks every 0.1 s, where the relay sees the drain's deadline.
+    let yaml = config(
+        &[("nat", "openai", &fake)],
+        "server:\n  shutdown_timeout: 0.3\n",
+    )
+    .replace(
+        "stream_timeout: 10\n",
+        "stream_timeout: 10\n    stream_idle_timeout: 1\n",
+    );
+    let p = Proxy::start(&yaml);
+    let url = p.url.clone();
+    let client = std::thread::spawn(move || {
+        call(
+            &url,
+            "/v1/responses",
+            &[],
+            Some(r#"{"model":"m","input":"hi","stream":true}"#),
+        )
+    });
+    fake.wait_for(1);
+    p.handle.as_ref().unwrap().drain();
+    let r = client.join().unwrap();
+    release.open();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = events_of(&r.body);
+    assert_eq!(got.len(), upstream.len() + 2, "{}", r.body);
+    assert_events_valid(&got);
+    let failed: Value = serde_json::from_str(&got[5].data).unwrap();
+    assert_eq!(failed["response"]["id"], "resp_d");
+    assert_eq!(failed["sequence_number"], 5);
+    let error: Value = serde_json::from_str(&got[6].data).unwrap();
+    assert_eq!(error["code"], "server_shutting_down");
+    assert_eq!(error["sequence_number"], 6);
+}
+
+#[test]
+fn a_complete_native_stream_leaves_its_connection_for_the_next_request() {
+    let fake = Fake::new(stream_reply(full_stream("resp_r"), End::Eof));
+    let p = Proxy::start(&config(&[("nat", "openai", &fake)], ""));
+    for _ in 0..3 {
+        let r = p.post(
+            "/v1/responses",
+            r#"{"model":"m","input":"hi","stream":true}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(events_of(&r.body).len(), 10);
+    }
+    assert_eq!(fake.count(), 3);
+    assert_eq!(
+        fake.connections(),
+        1,
+        "the body was read to its end each time"
+    );
+}
