@@ -267,3 +267,51 @@ fn metrics_count_responses_and_their_tokens() {
     );
     assert_eq!(b.count(), 0);
 }
+
+/// `GET /v1/responses/{id}` is routed (GET and HEAD only; sub-paths are
+/// not relayed) to the native providers' lookup, with the routed
+/// endpoints' headers.
+#[test]
+fn get_a_response_is_routed_to_the_native_lookup() {
+    let stored = response("resp_stored", "completed");
+    let a = Fake::new(Reply::error(
+        404,
+        "No response found with id 'resp_stored'.",
+    ));
+    let b = Fake::new(Reply::json(200, stored.clone()));
+    let p = Proxy::start(&config(&a, &b));
+    let r = p.get("/v1/responses/resp_stored");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), stored);
+    assert_eq!(r.header("x-llm-proxy-provider"), Some("b"));
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(r.header("x-request-id").is_some());
+    let got = b.requests();
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("GET", "/v1/responses/resp_stored")
+    );
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer sk-b-secret-0123456789")
+    );
+
+    let r = p.post("/v1/responses/resp_stored", "{}");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    for path in ["/v1/responses/resp_stored/cancel", "/v1/responses/"] {
+        let r = p.get(path);
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+        r.error();
+    }
+    assert_eq!(
+        a.count() + b.count(),
+        2,
+        "only the first GET reached upstreams"
+    );
+    let scrape = p.get("/metrics").body;
+    assert!(
+        scrape.contains("llm_proxy_requests_total{endpoint=\"responses\",model=\"unknown\",key=\"unknown\",code=\"200\"} 1"),
+        "{scrape}"
+    );
+}
