@@ -267,3 +267,102 @@ fn metrics_count_responses_and_their_tokens() {
     );
     assert_eq!(b.count(), 0);
 }
+
+/// `GET /v1/responses/{id}` is routed (GET and HEAD only; sub-paths are
+/// not relayed) to the native providers' lookup, with the routed
+/// endpoints' headers.
+#[test]
+fn get_a_response_is_routed_to_the_native_lookup() {
+    let stored = response("resp_stored", "completed");
+    let a = Fake::new(Reply::error(
+        404,
+        "No response found with id 'resp_stored'.",
+    ));
+    let b = Fake::new(Reply::json(200, stored.clone()));
+    let p = Proxy::start(&config(&a, &b));
+    let r = p.get("/v1/responses/resp_stored");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), stored);
+    assert_eq!(r.header("x-llm-proxy-provider"), Some("b"));
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(r.header("x-request-id").is_some());
+    let got = b.requests();
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("GET", "/v1/responses/resp_stored")
+    );
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer sk-b-secret-0123456789")
+    );
+
+    let r = p.post("/v1/responses/resp_stored", "{}");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    for path in ["/v1/responses/resp_stored/cancel", "/v1/responses/"] {
+        let r = p.get(path);
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+        r.error();
+    }
+    assert_eq!(
+        a.count() + b.count(),
+        2,
+        "only the first GET reached upstreams"
+    );
+    let scrape = p.get("/metrics").body;
+    assert!(
+        scrape.contains("llm_proxy_requests_total{endpoint=\"responses\",model=\"unknown\",key=\"unknown\",code=\"200\"} 1"),
+        "{scrape}"
+    );
+}
+
+/// A Responses stream still running when the drain's
+/// `server.shutdown_timeout` passes ends like any Responses stream that
+/// fails after commit: `response.failed` for the same response, then an
+/// `error` event `server_shutting_down` (not the chat `data: {error}`
+/// event, which a Responses client would not recognise), no `[DONE]`.
+#[test]
+fn a_drain_ends_a_responses_stream_with_failed_and_error_events() {
+    let release = Gate::new();
+    let mut events = complete_stream("resp_drained", "Hi");
+    events.truncate(5);
+    let a = Fake::new(Reply::Stream {
+        events,
+        pace: None,
+        end: End::HangUntil(release.clone()),
+    });
+    let b = Fake::ok("never asked");
+    // Keep-alive ticks, at which a silent stream sees the deadline, every 0.5 s.
+    let yaml = format!("server: {{shutdown_timeout: 1}}\n{}", config(&a, &b)).replacen(
+        "responses: native}",
+        "responses: native, stream_idle_timeout: 5}",
+        1,
+    );
+    let p = Proxy::start(&yaml);
+    // The head arrives at commit, with the held prelude.
+    let resp = agent()
+        .post(format!("{}/v1/responses", p.url))
+        .header("content-type", "application/json")
+        .send(r#"{"model":"m","input":"hi","stream":true}"#)
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    p.handle.as_ref().unwrap().drain();
+    let body = resp.into_body().read_to_string().unwrap();
+    release.open();
+    assert!(!body.contains("[DONE]"), "{body}");
+    let payloads: Vec<Value> = body
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let n = payloads.len();
+    assert_eq!(n, 7, "{body}");
+    let (failed, error) = (&payloads[n - 2], &payloads[n - 1]);
+    assert_eq!(failed["type"], "response.failed", "{body}");
+    assert_eq!(failed["response"]["id"], "resp_drained");
+    assert_eq!(failed["sequence_number"], 5);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["sequence_number"], 6);
+    assert_eq!(error["code"], "server_shutting_down");
+    assert_eq!(error["error"]["code"], "server_shutting_down");
+}
