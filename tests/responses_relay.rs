@@ -366,3 +366,58 @@ fn a_drain_ends_a_responses_stream_with_failed_and_error_events() {
     assert_eq!(error["code"], "server_shutting_down");
     assert_eq!(error["error"]["code"], "server_shutting_down");
 }
+
+/// An upstream that echoes its key in an in-band error (before output, so
+/// the request fails over) and in an error after output: the key reaches
+/// neither the client nor the trace-level log, whole or in part.
+#[test]
+fn keys_echoed_in_responses_error_events_reach_neither_client_nor_log() {
+    let key_a = "sk-a-secret-0123456789";
+    let echo = json!({"code": "invalid_api_key", "param": null,
+        "message": format!("Incorrect API key provided: {key_a}")});
+    let a = Fake::new(Reply::Stream {
+        events: vec![
+            event(
+                "response.created",
+                0,
+                json!({"response": response("resp_a", "in_progress")}),
+            ),
+            event("error", 1, echo.clone()),
+        ],
+        pace: None,
+        end: End::Eof,
+    });
+    let mut b_events = complete_stream("resp_b", "Hi");
+    b_events.truncate(5);
+    // After output the upstream's own error is passed on: with its key
+    // taken out.
+    let key_b = "sk-b-secret-0123456789";
+    let message = format!("Incorrect API key provided: {key_b}");
+    b_events.push(event(
+        "error",
+        5,
+        json!({"code": "server_error", "param": null, "message": message}),
+    ));
+    let b = Fake::new(Reply::Stream {
+        events: b_events,
+        pace: None,
+        end: End::Cut,
+    });
+    let mut bin = Logged::start(&config(&a, &b));
+    let r = call(
+        &bin.url,
+        "/v1/responses",
+        &[],
+        Some(r#"{"model":"m","input":"hi","stream":true}"#),
+    );
+    let log = bin.finish();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(!r.body.contains("resp_a"), "{}", r.body);
+    assert!(log.contains("provider a"), "the failover is logged:\n{log}");
+    assert!(r.body.contains("Incorrect API key provided"), "{}", r.body);
+    for key in [key_a, key_b] {
+        assert!(leaked_fragments(&r.body, key, 8).is_empty(), "{}", r.body);
+        assert!(leaked_fragments(&log, key, 8).is_empty(), "{log}");
+    }
+}
