@@ -421,3 +421,47 @@ fn keys_echoed_in_responses_error_events_reach_neither_client_nor_log() {
         assert!(leaked_fragments(&log, key, 8).is_empty(), "{log}");
     }
 }
+
+/// A coding agent's request (here 150 KB of instructions) is echoed in both
+/// prelude events: 300 KB held, far past the 64 KiB that commits a chat
+/// stream, and an error after it still fails over.
+#[test]
+fn a_large_prelude_is_held_and_still_fails_over() {
+    let instructions = "Follow the repository's conventions. ".repeat(4096);
+    assert!(instructions.len() > 150_000);
+    let mut big = response("resp_big_a", "in_progress");
+    big["instructions"] = json!(instructions);
+    let a = Fake::new(Reply::Stream {
+        events: vec![
+            event("response.created", 0, json!({"response": big.clone()})),
+            event("response.in_progress", 1, json!({"response": big})),
+            event(
+                "response.failed",
+                2,
+                json!({"response": {"id": "resp_big_a", "status": "failed",
+                    "error": {"code": "server_error", "message": "overloaded"}}}),
+            ),
+        ],
+        pace: None,
+        end: End::Eof,
+    });
+    let b = Fake::new(Reply::Stream {
+        events: complete_stream("resp_big_b", "Done"),
+        pace: None,
+        end: End::Eof,
+    });
+    let p = Proxy::start(&config(&a, &b));
+    let body = json!({"model": "m", "input": "hi", "instructions": instructions, "stream": true});
+    let (r, events) = stream(&p, &body.to_string());
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-llm-proxy-provider"),
+        Some("b"),
+        "{}",
+        &r.body[..200.min(r.body.len())]
+    );
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(!r.body.contains("resp_big_a"));
+    assert_eq!(events.first().unwrap().1["response"]["id"], "resp_big_b");
+    assert_eq!(events.last().unwrap().0, "response.completed");
+}
