@@ -14,15 +14,13 @@ use super::translate::Target;
 use crate::error::{ProviderError, ProxyError};
 use crate::openai::{ApiRequest, Endpoint, type_name};
 
-/// A 400 for a request the translation cannot express. The router hands a
-/// non-failover status to the client as it is.
+/// A 400 for a request the translation cannot express, made before any
+/// upstream call: no failover, and no verdict on the provider's health.
 pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
-    ProviderError::Status {
-        status: 400,
+    ProviderError::Refused {
         error: ProxyError::bad_request(message)
             .with_param(param)
             .error_object(),
-        retry_after: None,
     }
 }
 
@@ -588,12 +586,11 @@ mod tests {
     /// The (param, message) of the 400 a request becomes.
     fn refused(body: Value, target: Target) -> (String, String) {
         match to_chat(&req(body), target) {
-            Err(e @ ProviderError::Status { .. }) => {
+            Err(e @ ProviderError::Refused { .. }) => {
                 assert!(!e.is_failover(), "a refusal never fails over");
-                let ProviderError::Status { status, error, .. } = e else {
+                let ProviderError::Refused { error } = e else {
                     unreachable!()
                 };
-                assert_eq!(status, 400);
                 assert_eq!(error["type"], "invalid_request_error");
                 (
                     error["param"].as_str().unwrap_or("").to_string(),
