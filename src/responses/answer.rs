@@ -4,108 +4,14 @@
 
 use serde_json::{Map, Value, json};
 
+use super::Echo;
 use crate::openai::ApiRequest;
 
-/// A `Response` with the request's echo fields, `status`, and no output
-/// yet. `usage` is left out: the spec does not allow `null`, and it is
-/// added where it is known (the terminal events, a JSON answer).
+/// A `Response` with the request's echo fields (design §1.1), `status`,
+/// and no output yet. `usage` is left out: the spec does not allow `null`,
+/// and it is added where it is known (the terminal events, a JSON answer).
 pub fn skeleton(req: &ApiRequest, hex: &str, created_at: u64, status: &str) -> Map<String, Value> {
-    let b = &req.body;
-    let get = |k: &str| b.get(k).filter(|v| !v.is_null()).cloned();
-    let mut r = Map::new();
-    r.insert("id".into(), json!(format!("resp_{hex}")));
-    r.insert("object".into(), json!("response"));
-    r.insert("created_at".into(), json!(created_at));
-    r.insert("status".into(), json!(status));
-    r.insert("completed_at".into(), Value::Null);
-    r.insert("error".into(), Value::Null);
-    r.insert("incomplete_details".into(), Value::Null);
-    r.insert(
-        "instructions".into(),
-        get("instructions")
-            .filter(Value::is_string)
-            .unwrap_or(Value::Null),
-    );
-    r.insert("model".into(), json!(req.model));
-    r.insert("output".into(), json!([]));
-    r.insert("tools".into(), Value::Array(echo_tools(b.get("tools"))));
-    r.insert(
-        "tool_choice".into(),
-        get("tool_choice").unwrap_or_else(|| json!("auto")),
-    );
-    r.insert(
-        "parallel_tool_calls".into(),
-        get("parallel_tool_calls")
-            .filter(Value::is_boolean)
-            .unwrap_or(json!(true)),
-    );
-    r.insert(
-        "metadata".into(),
-        get("metadata")
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({})),
-    );
-    for k in ["temperature", "top_p", "max_output_tokens"] {
-        r.insert(k.into(), get(k).unwrap_or(Value::Null));
-    }
-    r.insert("previous_response_id".into(), Value::Null);
-    r.insert(
-        "reasoning".into(),
-        json!({
-            "effort": b.get("reasoning").and_then(|x| x.get("effort")).filter(|e| e.is_string()),
-            "summary": null,
-        }),
-    );
-    r.insert(
-        "text".into(),
-        json!({
-            "format": b
-                .get("text")
-                .and_then(|t| t.get("format"))
-                .filter(|f| f.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "text"})),
-        }),
-    );
-    r.insert(
-        "truncation".into(),
-        get("truncation")
-            .filter(|t| t == "auto" || t == "disabled")
-            .unwrap_or(json!("disabled")),
-    );
-    // The proxy stores nothing, whatever the client asked.
-    r.insert("store".into(), json!(false));
-    r.insert("background".into(), json!(false));
-    if let Some(u) = get("user").filter(Value::is_string) {
-        r.insert("user".into(), u);
-    }
-    r
-}
-
-/// The request's function tools as a `Response` echoes them: `FunctionTool`
-/// requires `strict` and `parameters`, both nullable. Other tool types
-/// never get this far (the request translation refuses them).
-fn echo_tools(tools: Option<&Value>) -> Vec<Value> {
-    let Some(Value::Array(tools)) = tools else {
-        return Vec::new();
-    };
-    tools
-        .iter()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
-        .map(|t| {
-            let field = |k: &str| t.get(k).cloned().unwrap_or(Value::Null);
-            let mut out = json!({
-                "type": "function",
-                "name": field("name"),
-                "parameters": field("parameters"),
-                "strict": field("strict"),
-            });
-            if let Some(d) = t.get("description").filter(|d| d.is_string()) {
-                out["description"] = d.clone();
-            }
-            out
-        })
-        .collect()
+    Echo::of(req).response(&format!("resp_{hex}"), created_at, status)
 }
 
 /// `status` and `incomplete_details` from a chat `finish_reason`.

@@ -10,10 +10,10 @@ use std::collections::VecDeque;
 
 use serde_json::{Map, Value, json};
 
-use super::Encoder;
 use super::answer::{
     call_item, message_item, refusal_part, skeleton, status_of, text_part, usage_of,
 };
+use super::{Encoder, failure_events};
 use crate::error::{ProviderError, ProxyError};
 use crate::openai::ApiRequest;
 use crate::providers::ChatStream;
@@ -411,7 +411,7 @@ impl<'a> ChatToResponses<'a> {
         let mut r = self.base.clone();
         r.insert("status".into(), json!(status));
         if status == "completed" {
-            r.insert("completed_at".into(), json!(super::translate::unix_now()));
+            r.insert("completed_at".into(), json!(super::unix_now()));
         }
         r.insert("incomplete_details".into(), details);
         r.insert("output".into(), Value::Array(self.done.clone()));
@@ -517,34 +517,12 @@ impl ChatStream for ChatToResponses<'_> {
         if let Some(c) = self.call.as_ref().filter(|c| c.output_index.is_some()) {
             output.push(self.call_item(c, "incomplete"));
         }
-        let object = err.error_object();
-        let message = object
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("the provider failed")
-            .to_string();
-        // `ResponseErrorCode` is an enum: the proxy's own codes are not in it.
-        let code = if err.status == 429 {
-            "rate_limit_exceeded"
-        } else {
-            "server_error"
-        };
-        let mut r = self.response("failed", output);
-        r["error"] = json!({"code": code, "message": message});
+        let mut r = self.base.clone();
+        r.insert("output".into(), Value::Array(output));
         if let Some(u) = &self.usage {
-            r["usage"] = usage_of(Some(u));
+            r.insert("usage".into(), usage_of(Some(u)));
         }
-        let mut out = self.enc.event("response.failed", json!({"response": r}));
-        out.extend(self.enc.event(
-            "error",
-            json!({
-                "code": object.get("code").filter(|c| c.is_string()),
-                "message": message,
-                "param": object.get("param").filter(|p| p.is_string()),
-                "error": object,
-            }),
-        ));
-        out
+        failure_events(&mut self.enc, r, err)
     }
 }
 

@@ -7,8 +7,6 @@
 //! §2.1): its chat translation already handles system hoisting, role
 //! merging, tool ids and the stream's commit rules.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::Value;
 
 use super::answer::from_chat;
@@ -28,12 +26,6 @@ pub enum Target {
     Anthropic,
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A non-streaming Responses answer from `p`'s chat path.
 pub fn complete(
     p: &dyn Provider,
@@ -41,14 +33,14 @@ pub fn complete(
     model_id: &str,
     target: Target,
 ) -> Result<Vec<u8>, ProviderError> {
-    let created_at = unix_now();
+    let created_at = super::unix_now();
     let chat_req = to_chat(req, target)?;
     let body = p.complete(&chat_req, model_id)?;
     // The provider checked it is a chat.completion (OpenAI) or built it
     // (Anthropic); a body that does not parse is a decode failure.
     let chat: Value = serde_json::from_slice(&body)
         .map_err(|e| ProviderError::Decode(format!("the chat answer is not JSON: {e}")))?;
-    let out = from_chat(&chat, req, &super::hex128(), created_at, unix_now());
+    let out = from_chat(&chat, req, &super::hex128(), created_at, super::unix_now());
     Ok(serde_json::to_vec(&out).expect("a JSON value always serializes"))
 }
 
@@ -59,7 +51,7 @@ pub fn stream<'a>(
     model_id: &str,
     target: Target,
 ) -> Result<Box<dyn ChatStream + 'a>, ProviderError> {
-    let created_at = unix_now();
+    let created_at = super::unix_now();
     let chat_req = to_chat(req, target)?;
     let inner = p.stream(&chat_req, model_id)?;
     Ok(Box::new(ChatToResponses::new(
