@@ -214,3 +214,104 @@ fn a_stream_cut_after_output_ends_with_response_failed_and_an_error_event() {
     assert_eq!(error["error"]["code"], "upstream_stream_error");
     assert!(!r.body.contains("sk-a-secret"), "{}", r.body);
 }
+
+/// The value of the series written exactly as `series`.
+fn series(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    })
+}
+
+/// `/metrics` counts Responses under `endpoint="responses"`, with the
+/// tokens of a JSON `response` (its `input_tokens`/`output_tokens`, not a
+/// tool property named `usage` after them) and of a stream (from its
+/// terminal event).
+#[test]
+fn metrics_count_responses_and_their_tokens() {
+    let mut body = response("resp_json", "completed");
+    body["usage"] = json!({"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 11});
+    body["tools"] = json!([{"type": "function", "name": "f", "strict": null,
+        "parameters": {"type": "object", "properties": {"usage": {"type": "string"}}}}]);
+    let a = Fake::new(Reply::ByStream {
+        json: Box::new(Reply::json(200, body.clone())),
+        stream: Box::new(Reply::Stream {
+            events: complete_stream("resp_stream", "Hi"),
+            pace: None,
+            end: End::Eof,
+        }),
+    });
+    let b = Fake::ok("never asked");
+    let p = Proxy::start(&config(&a, &b));
+    let r = p.post("/v1/responses", r#"{"model":"m","input":"hi"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), body, "a native JSON answer comes back unchanged");
+    let (r, _) = stream(&p, r#"{"model":"m","input":"hi","stream":true}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scrape = p.get("/metrics").body;
+    let want = |s: &str, v: f64| assert_eq!(series(&scrape, s), Some(v), "{s}\n{scrape}");
+    want(
+        "llm_proxy_requests_total{endpoint=\"responses\",model=\"m\",key=\"unknown\",code=\"200\"}",
+        2.0,
+    );
+    // 7 + 3 prompt, 4 + 2 completion (complete_stream's usage).
+    want(
+        "llm_proxy_tokens_total{provider=\"a\",model=\"m\",key=\"unknown\",type=\"prompt\"}",
+        10.0,
+    );
+    want(
+        "llm_proxy_tokens_total{provider=\"a\",model=\"m\",key=\"unknown\",type=\"completion\"}",
+        6.0,
+    );
+    assert_eq!(b.count(), 0);
+}
+
+/// `GET /v1/responses/{id}` is routed (GET and HEAD only; sub-paths are
+/// not relayed) to the native providers' lookup, with the routed
+/// endpoints' headers.
+#[test]
+fn get_a_response_is_routed_to_the_native_lookup() {
+    let stored = response("resp_stored", "completed");
+    let a = Fake::new(Reply::error(
+        404,
+        "No response found with id 'resp_stored'.",
+    ));
+    let b = Fake::new(Reply::json(200, stored.clone()));
+    let p = Proxy::start(&config(&a, &b));
+    let r = p.get("/v1/responses/resp_stored");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), stored);
+    assert_eq!(r.header("x-llm-proxy-provider"), Some("b"));
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(r.header("x-request-id").is_some());
+    let got = b.requests();
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("GET", "/v1/responses/resp_stored")
+    );
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer sk-b-secret-0123456789")
+    );
+
+    let r = p.post("/v1/responses/resp_stored", "{}");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    for path in ["/v1/responses/resp_stored/cancel", "/v1/responses/"] {
+        let r = p.get(path);
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+        r.error();
+    }
+    assert_eq!(
+        a.count() + b.count(),
+        2,
+        "only the first GET reached upstreams"
+    );
+    let scrape = p.get("/metrics").body;
+    assert!(
+        scrape.contains("llm_proxy_requests_total{endpoint=\"responses\",model=\"unknown\",key=\"unknown\",code=\"200\"} 1"),
+        "{scrape}"
+    );
+}
