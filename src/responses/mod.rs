@@ -10,10 +10,6 @@
 //! [`translate`] (through Chat Completions); [`retrieve`] answers
 //! `GET /v1/responses/{id}`.
 
-// `Echo` and `Encoder::new` are used by the translate slice; this goes when
-// it is merged.
-#![allow(dead_code)]
-
 mod answer;
 pub mod native;
 mod request;
@@ -305,20 +301,6 @@ pub fn failure_events(
         }),
     ));
     out
-}
-
-/// The error stub files return until their slice lands.
-fn not_yet(what: &str) -> crate::error::ProviderError {
-    crate::error::ProviderError::Status {
-        status: 501,
-        error: json!({
-            "message": format!("{what} is not implemented in this build"),
-            "type": "server_error",
-            "param": null,
-            "code": "not_implemented",
-        }),
-        retry_after: None,
-    }
 }
 
 #[cfg(test)]
