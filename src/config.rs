@@ -214,6 +214,8 @@ struct RawProvider {
     anthropic_version: Option<String>,
     /// anthropic only.
     max_tokens: Option<Value>,
+    /// openai and azure: `native` or `translate` (`/v1/responses`).
+    responses: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -482,6 +484,26 @@ impl ProviderKind {
     }
 }
 
+/// How a provider serves `POST /v1/responses` (`providers.NAME.responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsesMode {
+    /// The upstream speaks the Responses API: the body goes out with only
+    /// `model` replaced, and the answer comes back unchanged.
+    Native,
+    /// The request is translated to Chat Completions (or, for anthropic,
+    /// to Messages through them) and the answer back.
+    Translate,
+}
+
+impl ResponsesMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponsesMode::Native => "native",
+            ResponsesMode::Translate => "translate",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub name: String,
@@ -499,6 +521,8 @@ pub struct ProviderConfig {
     /// How long its open breaker keeps it out, and the most a 429's
     /// `Retry-After` does: its own `cooldown`, else `failover.cooldown`.
     pub cooldown: Duration,
+    /// How `/v1/responses` reaches it. Always `Translate` for anthropic.
+    pub responses: ResponsesMode,
 }
 
 #[derive(Debug, Clone)]
@@ -647,7 +671,7 @@ impl Config {
             };
             let _ = write!(
                 s,
-                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s stream_idle_timeout={}s max_failures={} cooldown={}s",
+                "  {}: type={} base_url={} api_key={} timeout={}s stream_timeout={}s stream_idle_timeout={}s responses={} max_failures={} cooldown={}s",
                 p.name,
                 p.kind.as_str(),
                 p.base_url,
@@ -655,6 +679,7 @@ impl Config {
                 p.timeout.as_secs_f64(),
                 p.stream_timeout.as_secs_f64(),
                 p.stream_idle_timeout.as_secs_f64(),
+                p.responses.as_str(),
                 // The breaker settings in effect, its own or inherited.
                 p.max_failures,
                 p.cooldown.as_secs_f64()
@@ -1238,6 +1263,7 @@ fn validate_provider(
         failover.cooldown,
         x,
     );
+    let responses = validate_responses(&at("responses"), kind.as_ref(), &base_url, p.responses, x);
     ProviderConfig {
         // A placeholder for an unknown type, reported above: the keys every
         // kind has are still checked, and the config is refused anyway.
@@ -1260,8 +1286,64 @@ fn validate_provider(
         )),
         max_failures,
         cooldown,
+        responses,
         name,
     }
+}
+
+/// `providers.NAME.responses`: `native` or `translate` on openai and azure,
+/// refused on anthropic (whose Messages API has no Responses). Default:
+/// native for azure and for OpenAI's own API (`api.openai.com`), translate
+/// for every other OpenAI-compatible server, since most serve Responses
+/// partly or not at all.
+fn validate_responses(
+    path: &str,
+    kind: Option<&ProviderKind>,
+    base_url: &str,
+    raw: Option<String>,
+    x: &Expander<'_>,
+) -> ResponsesMode {
+    let set = x.check(x.string(path, raw));
+    let default = match kind {
+        Some(ProviderKind::Azure { .. }) => ResponsesMode::Native,
+        Some(ProviderKind::OpenAi) if is_openai_host(base_url) => ResponsesMode::Native,
+        Some(ProviderKind::OpenAi) | Some(ProviderKind::Anthropic { .. }) | None => {
+            ResponsesMode::Translate
+        }
+    };
+    let Some(v) = set else {
+        return default;
+    };
+    if let Some(ProviderKind::Anthropic { .. }) = kind {
+        x.report(err(
+            path,
+            "not used by type anthropic (its /v1/responses is always translated)",
+        ));
+        return default;
+    }
+    match v.as_str() {
+        "native" => ResponsesMode::Native,
+        "translate" => ResponsesMode::Translate,
+        other => {
+            x.report(err(
+                path,
+                format!("must be native or translate, not {other:?}"),
+            ));
+            default
+        }
+    }
+}
+
+/// Whether `base_url` (validated, or empty) is OpenAI's own API.
+fn is_openai_host(base_url: &str) -> bool {
+    let rest = base_url
+        .strip_prefix("https://")
+        .or_else(|| base_url.strip_prefix("http://"))
+        .unwrap_or("");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    host.eq_ignore_ascii_case("api.openai.com")
 }
 
 /// `providers.NAME.type` and the fields that belong to one kind: refused on

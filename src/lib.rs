@@ -23,6 +23,7 @@ mod metrics;
 mod openai;
 mod providers;
 mod relay;
+mod responses;
 mod router;
 mod routes;
 mod server;

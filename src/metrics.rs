@@ -56,6 +56,7 @@ pub enum Ep {
     Chat,
     Completions,
     Embeddings,
+    Responses,
     Models,
     Health,
     Metrics,
@@ -65,10 +66,11 @@ pub enum Ep {
 }
 
 impl Ep {
-    const ALL: [Ep; 8] = [
+    const ALL: [Ep; 9] = [
         Ep::Chat,
         Ep::Completions,
         Ep::Embeddings,
+        Ep::Responses,
         Ep::Models,
         Ep::Health,
         Ep::Metrics,
@@ -80,6 +82,7 @@ impl Ep {
             Ep::Chat => "chat",
             Ep::Completions => "completions",
             Ep::Embeddings => "embeddings",
+            Ep::Responses => "responses",
             Ep::Models => "models",
             Ep::Health => "health",
             Ep::Metrics => "metrics",
@@ -92,6 +95,7 @@ impl Ep {
             Endpoint::Chat => Ep::Chat,
             Endpoint::Completions => Ep::Completions,
             Endpoint::Embeddings => Ep::Embeddings,
+            Endpoint::Responses => Ep::Responses,
         }
     }
 }

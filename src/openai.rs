@@ -21,10 +21,18 @@ pub enum Endpoint {
     Completions,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/responses` (the Responses API): forwarded to providers
+    /// that speak it (`responses: native`), translated for the others.
+    Responses,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+    ];
 
     /// The path under `/v1` (the client's) and under an OpenAI-compatible
     /// `base_url` or Azure deployment (the upstream's).
@@ -33,6 +41,7 @@ impl Endpoint {
             Endpoint::Chat => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
         }
     }
 
@@ -45,18 +54,33 @@ impl Endpoint {
     /// Whether `"stream": true` asks for server-sent events.
     fn streams(self) -> bool {
         match self {
-            Endpoint::Chat | Endpoint::Completions => true,
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses => true,
             Endpoint::Embeddings => false,
         }
     }
 
-    /// The field, besides `model`, without which the request is refused
-    /// here rather than by every upstream in turn.
-    fn required(self) -> &'static str {
+    /// Whether a complete stream ends with `data: [DONE]`. A Responses
+    /// stream ends with its terminal event (`response.completed`,
+    /// `response.incomplete`), as OpenAI sends it, and nothing after.
+    pub fn ends_with_done(self) -> bool {
         match self {
-            Endpoint::Chat => "messages",
-            Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Chat | Endpoint::Completions => true,
+            // No stream; never asked.
+            Endpoint::Embeddings => true,
+            Endpoint::Responses => false,
+        }
+    }
+
+    /// The field, besides `model`, without which the request is refused
+    /// here rather than by every upstream in turn. A Responses request may
+    /// stand in `prompt` or `conversation` for `input` (native upstreams
+    /// judge that; a translating provider refuses it without `input`).
+    fn required(self) -> Option<&'static str> {
+        match self {
+            Endpoint::Chat => Some("messages"),
+            Endpoint::Completions => Some("prompt"),
+            Endpoint::Embeddings => Some("input"),
+            Endpoint::Responses => None,
         }
     }
 
@@ -70,6 +94,10 @@ impl Endpoint {
             Endpoint::Embeddings => {
                 serde_json::from_slice::<ListProbe>(body).is_ok_and(|l| l.object == "list")
             }
+            // A 200 that says the response failed is no answer: it fails
+            // over like any other broken body.
+            Endpoint::Responses => serde_json::from_slice::<ResponseProbe>(body)
+                .is_ok_and(|r| r.object == "response" && r.status.as_deref() != Some("failed")),
         }
     }
 
@@ -79,6 +107,7 @@ impl Endpoint {
             Endpoint::Chat => "a chat.completion object",
             Endpoint::Completions => "a text_completion object",
             Endpoint::Embeddings => "a list object with data",
+            Endpoint::Responses => "a response object with output, not failed",
         }
     }
 }
@@ -103,6 +132,15 @@ struct ListProbe {
     object: String,
     #[allow(dead_code)]
     data: Vec<serde::de::IgnoredAny>,
+}
+
+/// Just enough of a Responses `response` object.
+#[derive(serde::Deserialize)]
+struct ResponseProbe {
+    object: String,
+    status: Option<String>,
+    #[allow(dead_code)]
+    output: Vec<serde::de::IgnoredAny>,
 }
 
 /// A parsed request body for one of the [`Endpoint`]s.
@@ -145,15 +183,17 @@ impl ApiRequest {
                 .with_param("model"));
             }
         };
-        let field = endpoint.required();
-        if body.get(field).is_none_or(Value::is_null) {
-            return Err(
-                ProxyError::bad_request(format!("Missing required parameter: '{field}'."))
-                    .with_param(field),
-            );
+        if let Some(field) = endpoint.required() {
+            if body.get(field).is_none_or(Value::is_null) {
+                return Err(ProxyError::bad_request(format!(
+                    "Missing required parameter: '{field}'."
+                ))
+                .with_param(field));
+            }
         }
         match endpoint {
-            Endpoint::Chat => check_messages(&body[field])?,
+            Endpoint::Chat => check_messages(&body["messages"])?,
+            Endpoint::Responses => check_input(body.get("input"))?,
             // Passed on as sent: the upstream judges `prompt` and `input`.
             Endpoint::Completions | Endpoint::Embeddings => {}
         }
@@ -235,6 +275,26 @@ fn check_messages(messages: &Value) -> Result<(), ProxyError> {
             type_name(other)
         ))
         .with_param("messages")),
+    }
+}
+
+/// Responses `input`, if present: a string or an array of objects (items).
+/// What the items say is the upstream's (or the translation's) to judge.
+fn check_input(input: Option<&Value>) -> Result<(), ProxyError> {
+    match input {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) => match items.iter().position(|i| !i.is_object()) {
+            None => Ok(()),
+            Some(i) => Err(ProxyError::bad_request(format!(
+                "Invalid type for 'input[{i}]': expected an object"
+            ))
+            .with_param(&format!("input[{i}]"))),
+        },
+        Some(other) => Err(ProxyError::bad_request(format!(
+            "Invalid type for 'input': expected a string or an array of input items, got {}",
+            type_name(other)
+        ))
+        .with_param("input")),
     }
 }
 
@@ -329,5 +389,45 @@ mod tests {
                 .as_deref(),
             Some("stream")
         );
+    }
+
+    #[test]
+    fn responses_input_is_optional_but_checked_when_present() {
+        let p = |b: &str| ApiRequest::parse(Endpoint::Responses, b.as_bytes());
+        // `prompt` or `conversation` may stand in for it: the upstream judges.
+        assert!(p(r#"{"model":"m","prompt":{"id":"pmpt_1"}}"#).is_ok());
+        assert!(
+            p(r#"{"model":"m","input":"hi","stream":true}"#)
+                .unwrap()
+                .stream
+        );
+        assert!(p(r#"{"model":"m","input":[{"role":"user","content":"hi"}]}"#).is_ok());
+        let e = p(r#"{"model":"m","input":5}"#).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("input")));
+        let e = p(r#"{"model":"m","input":[{"role":"user","content":"hi"},"x"]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[1]"));
+        assert_eq!(
+            Endpoint::from_client_path("/v1/responses"),
+            Some(Endpoint::Responses)
+        );
+        assert!(!Endpoint::Responses.ends_with_done());
+        assert!(Endpoint::Chat.ends_with_done() && Endpoint::Completions.ends_with_done());
+    }
+
+    #[test]
+    fn a_responses_body_is_a_response_object_that_did_not_fail() {
+        let ok = |b: &str| Endpoint::Responses.accepts_body(b.as_bytes());
+        assert!(ok(
+            r#"{"id":"resp_1","object":"response","status":"completed","output":[]}"#
+        ));
+        assert!(ok(
+            r#"{"object":"response","status":"incomplete","output":[{"type":"message"}]}"#
+        ));
+        assert!(!ok(
+            r#"{"object":"response","status":"failed","output":[]}"#
+        ));
+        assert!(!ok(r#"{"object":"chat.completion","choices":[]}"#));
+        assert!(!ok(r#"{"object":"response"}"#));
+        assert!(!ok(r#"{"error":{"message":"x"}}"#));
     }
 }

@@ -335,7 +335,10 @@ fn run(
     } else {
         loop {
             if app.phase.shutdown_due() {
-                break (Some(shutdown_event()), StreamEnd::Shutdown);
+                break (
+                    Some(stream.failure_event(&shutdown_error())),
+                    StreamEnd::Shutdown,
+                );
             }
             match stream.next_event() {
                 Ok(Some(event)) => {
@@ -345,7 +348,12 @@ fn run(
                     }
                 }
                 Ok(None) => break (Some(sse::DONE.to_vec()), StreamEnd::Complete),
-                Err(_) if shutting.get() => break (Some(shutdown_event()), StreamEnd::Shutdown),
+                Err(_) if shutting.get() => {
+                    break (
+                        Some(stream.failure_event(&shutdown_error())),
+                        StreamEnd::Shutdown,
+                    );
+                }
                 Err(_) if gone.get() => {
                     log::debug!("{rid} client left while provider {provider} was silent");
                     return StreamEnd::ClientGone;
@@ -359,8 +367,10 @@ fn run(
                     );
                     // No [DONE]: the client must not take this for a
                     // complete answer.
-                    let event = sse::data_event(err.body().to_string().as_bytes());
-                    break (Some(event), StreamEnd::UpstreamError(e));
+                    break (
+                        Some(stream.failure_event(&err)),
+                        StreamEnd::UpstreamError(e),
+                    );
                 }
             }
         }
@@ -387,13 +397,13 @@ fn run(
     end
 }
 
-/// The event that ends a stream cut by the drain, without `[DONE]`.
-fn shutdown_event() -> Vec<u8> {
-    let err = ProxyError::new(
+/// The error that ends a stream cut by the drain (its event, without
+/// `[DONE]`, is the stream's [`ChatStream::failure_event`]).
+fn shutdown_error() -> ProxyError {
+    ProxyError::new(
         ErrorKind::ShuttingDown,
         "The proxy is shutting down and ended this stream before it completed; retry the request",
-    );
-    sse::data_event(err.body().to_string().as_bytes())
+    )
 }
 
 #[cfg(test)]

@@ -64,6 +64,9 @@ pub enum Route {
     Metrics,
     /// `POST` to an endpoint routed to providers.
     Api(Endpoint),
+    /// `GET /v1/responses/{id}`: a stored response, from the providers with
+    /// native Responses (the proxy stores nothing).
+    Response(String),
     /// `/admin/...` (see [`crate::admin`]).
     Admin(crate::admin::Request),
     /// No such path.
@@ -90,7 +93,13 @@ impl Route {
             p => match (Endpoint::from_client_path(p), p.strip_prefix("/v1/models/")) {
                 (Some(endpoint), _) => (POST, Route::Api(endpoint)),
                 (None, Some(id)) => (GET, Route::Model(id.to_string())),
-                (None, None) => return Route::NotFound,
+                (None, None) => match p.strip_prefix("/v1/responses/") {
+                    // `/cancel`, `/input_items` and the like are not relayed.
+                    Some(id) if !id.is_empty() && !id.contains('/') => {
+                        (GET, Route::Response(id.to_string()))
+                    }
+                    _ => return Route::NotFound,
+                },
             },
         };
         if allow.split(", ").any(|m| m == method.as_str()) {
@@ -153,7 +162,10 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
     let Some(req) = slot.as_ref() else {
         return Outcome::status(500);
     };
-    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let (path, query) = match req.url().split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (req.url().to_string(), String::new()),
+    };
     let method = req.method().clone();
     if let Some(hook) = &app.hook {
         hook(&path);
@@ -192,6 +204,7 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
     let call = Call {
         method: &method,
         path: &path,
+        query: &query,
         peer,
         started,
     };
@@ -205,6 +218,8 @@ pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Insta
 struct Call<'a> {
     method: &'a Method,
     path: &'a str,
+    /// After `?`, empty if none.
+    query: &'a str,
     peer: std::net::SocketAddr,
     started: Instant,
 }
@@ -214,6 +229,7 @@ impl Route {
     fn endpoint(&self, path: &str) -> Ep {
         match self {
             Route::Api(e) => Ep::of(*e),
+            Route::Response(_) => Ep::Responses,
             Route::Models | Route::Model(_) => Ep::Models,
             Route::Health | Route::Ready => Ep::Health,
             Route::Metrics => Ep::Metrics,
@@ -309,6 +325,7 @@ fn answer(
             Err(err) => ex.error(&err, base, false, BodyState::Unread),
         },
         Route::Api(endpoint) => api(app, ex, endpoint, &allows, started),
+        Route::Response(id) => retrieve(app, ex, &id, call.query, &allows),
         Route::Admin(request) => {
             let peer = ex.slot.as_ref().and_then(|r| r.remote_addr().copied());
             let open = crate::auth::Client::Open;
@@ -380,6 +397,34 @@ fn read_body(app: &App, ex: &mut Exchange<'_>) -> Result<Vec<u8>, u16> {
             .status);
     }
     Ok(body)
+}
+
+/// `GET /v1/responses/{id}`: the lookup is `responses::retrieve`'s; the
+/// answer has the same headers as a routed request's.
+fn retrieve(
+    app: &App,
+    mut ex: Exchange<'_>,
+    id: &str,
+    query: &str,
+    allows: &dyn Fn(&str) -> bool,
+) -> Outcome {
+    let mut headers = ex.headers();
+    match crate::responses::retrieve::retrieve(app, allows, id, query) {
+        Ok((body, provider, attempts)) => {
+            if let Some(p) = &provider {
+                headers.push(("x-llm-proxy-provider", p.clone()));
+            }
+            headers.push(("x-llm-proxy-attempts", attempts.to_string()));
+            let mut outcome = ex.json(200, headers, &body, false);
+            outcome.provider_index = provider
+                .as_deref()
+                .and_then(|p| app.config.providers.iter().position(|c| c.name == p));
+            outcome.provider = provider;
+            outcome.attempts = attempts;
+            outcome
+        }
+        Err(err) => ex.error(&err, headers, false, BodyState::Unread),
+    }
 }
 
 /// An endpoint routed to providers: the same for all of them.

@@ -19,10 +19,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tiny_http::Request;
@@ -687,24 +687,7 @@ fn request_id(req: &Request) -> String {
 }
 
 fn new_request_id() -> String {
-    static SEED: AtomicU64 = AtomicU64::new(0);
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut seed = SEED.load(Ordering::Relaxed);
-    if seed == 0 {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        seed = t ^ (u64::from(std::process::id()) << 32) | 1;
-        SEED.store(seed, Ordering::Relaxed);
-    }
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // splitmix64 of seed+n: unique per process, unpredictable enough for ids.
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    format!("req_{z:016x}")
+    format!("req_{}", crate::responses::hex64())
 }
 
 #[cfg(test)]

@@ -548,3 +548,48 @@ fn providers_sharing_a_priority_form_a_tier_with_weights() {
         "{s}"
     );
 }
+
+/// `providers.NAME.responses`: native for Azure and OpenAI's own API,
+/// translate for every other OpenAI-compatible server and always for
+/// Anthropic (where the key is refused); shown by `--check-config`.
+#[test]
+fn responses_mode_defaults_overrides_and_refusals() {
+    use llm_proxy::config::ResponsesMode::{Native, Translate};
+    let models = "models:\n  m:\n    providers:\n      o: {priority: 0}\n";
+    let c = load(&format!(
+        "providers:\n  o: {{type: openai}}\n  oa: {{type: openai, base_url: 'https://API.openai.com:443/v1'}}\n  v: {{type: openai, base_url: 'http://127.0.0.1:8000/v1'}}\n  look: {{type: openai, base_url: 'https://api.openai.com.evil.example/v1'}}\n  az: {{type: azure, base_url: 'https://r.openai.azure.com', api_version: '2024-10-21'}}\n  an: {{type: anthropic}}\n  vn: {{type: openai, base_url: 'http://127.0.0.1:8000/v1', responses: native}}\n  ot: {{type: openai, responses: translate}}\n  azt: {{type: azure, base_url: 'https://r.openai.azure.com', api_version: '2024-10-21', responses: translate}}\n{models}"
+    ))
+    .unwrap();
+    let mode = |n: &str| c.provider(n).unwrap().responses;
+    assert_eq!(mode("o"), Native, "the default base_url is api.openai.com");
+    assert_eq!(mode("oa"), Native);
+    assert_eq!(mode("v"), Translate);
+    assert_eq!(mode("look"), Translate, "a look-alike host is not OpenAI");
+    assert_eq!(mode("az"), Native);
+    assert_eq!(mode("an"), Translate);
+    assert_eq!(mode("vn"), Native);
+    assert_eq!(mode("ot"), Translate);
+    assert_eq!(mode("azt"), Translate);
+    let s = c.summary();
+    assert!(
+        s.contains("  v: type=openai ") && s.contains(" responses=translate "),
+        "{s}"
+    );
+    let line = s.lines().find(|l| l.starts_with("  vn: ")).unwrap();
+    assert!(line.contains(" responses=native "), "{line}");
+
+    let e = err(&format!(
+        "providers:\n  o: {{type: anthropic, responses: native}}\n{models}"
+    ));
+    assert!(
+        e.contains("providers.o.responses: not used by type anthropic"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "providers:\n  o: {{type: openai, responses: passthrough}}\n{models}"
+    ));
+    assert!(
+        e.contains("providers.o.responses: must be native or translate"),
+        "{e}"
+    );
+}

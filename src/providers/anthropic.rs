@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use super::{ChatStream, Provider, Upstream};
 use crate::error::{ProviderError, ProxyError};
 use crate::openai::{ApiRequest, Endpoint, type_name};
+use crate::responses::translate;
 use crate::sse::{self, SseReader};
 
 pub struct Anthropic {
@@ -59,12 +60,16 @@ impl Provider for Anthropic {
     /// not translated.
     fn serves(&self, endpoint: Endpoint) -> bool {
         match endpoint {
-            Endpoint::Chat => true,
+            // Translated through Chat Completions.
+            Endpoint::Chat | Endpoint::Responses => true,
             Endpoint::Completions | Endpoint::Embeddings => false,
         }
     }
 
     fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
+        if req.endpoint == Endpoint::Responses {
+            return translate::complete(self, req, model_id, translate::Target::Anthropic);
+        }
         let resp = self.send(req, model_id)?;
         let bytes = self.up.read_body(resp)?;
         let msg = serde_json::from_slice::<Value>(&bytes)
@@ -84,6 +89,9 @@ impl Provider for Anthropic {
         req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
+        if req.endpoint == Endpoint::Responses {
+            return translate::stream(self, req, model_id, translate::Target::Anthropic);
+        }
         let resp = self.send(req, model_id)?;
         Ok(Box::new(AnthropicStream {
             up: &self.up,
@@ -91,6 +99,24 @@ impl Provider for Anthropic {
             state: State::new(&req.model, req.include_usage(), unix_now()),
             queue: VecDeque::new(),
         }))
+    }
+
+    /// The Messages API stores no responses.
+    fn responses_native(&self) -> bool {
+        false
+    }
+
+    fn retrieve_response(&self, _id: &str, _query: &str) -> Result<Vec<u8>, ProviderError> {
+        Err(ProviderError::Status {
+            status: 404,
+            error: serde_json::json!({
+                "message": "Anthropic stores no responses",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "response_not_found",
+            }),
+            retry_after: None,
+        })
     }
 }
 
@@ -981,6 +1007,10 @@ impl ChatStream for AnthropicStream<'_> {
 
     fn finish(&mut self) {
         self.up.drain(&mut self.events);
+    }
+
+    fn failure_event(&mut self, err: &ProxyError) -> Vec<u8> {
+        super::chat_failure_event(err)
     }
 }
 

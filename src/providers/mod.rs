@@ -21,7 +21,9 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 
 use crate::config::{Config, ProviderConfig, ProviderKind};
-use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, normalize_upstream_error, redact, truncate};
+use crate::error::{
+    MAX_UPSTREAM_TEXT, ProviderError, ProxyError, normalize_upstream_error, redact, truncate,
+};
 use crate::openai::{ApiRequest, Endpoint};
 use crate::sse::{Event, SseReader};
 
@@ -44,6 +46,15 @@ pub trait Provider: Send + Sync {
         req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError>;
+
+    /// Whether `/v1/responses` goes to the upstream as it is (its
+    /// `responses: native`); only such a provider stores responses, so only
+    /// it is asked for `GET /v1/responses/{id}`.
+    fn responses_native(&self) -> bool;
+
+    /// `GET /v1/responses/{id}` (`query` without `?`) on this provider: the
+    /// 200 body. Called only when [`Provider::responses_native`].
+    fn retrieve_response(&self, id: &str, query: &str) -> Result<Vec<u8>, ProviderError>;
 }
 
 /// The OpenAI-shaped events of one upstream stream (chat or text
@@ -67,14 +78,31 @@ pub trait ChatStream: Send {
     /// `/metrics` and the access log), whether or not the client asked for
     /// a usage chunk; `None` if it reported none.
     fn usage(&self) -> Option<crate::metrics::Usage>;
+
+    /// The encoded event(s) that end this stream after `err`, once it has
+    /// committed: for chat and text completions `data: {error body}`
+    /// ([`chat_failure_event`]), for Responses `response.failed` and
+    /// `error` (`crate::responses::failure_events`). May be empty (an
+    /// upstream that already ended the stream in its own shape). No
+    /// default: a new stream kind decides what its clients understand.
+    fn failure_event(&mut self, err: &ProxyError) -> Vec<u8>;
+}
+
+/// The event that ends a chat or text completions stream after `err`: the
+/// error body as a `data:` event, and no `[DONE]`, so the client cannot
+/// take it for a complete answer.
+pub fn chat_failure_event(err: &ProxyError) -> Vec<u8> {
+    crate::sse::data_event(err.body().to_string().as_bytes())
 }
 
 /// Build the provider for a config entry.
 pub fn build(cfg: &ProviderConfig, pool_size: usize) -> Box<dyn Provider> {
     let upstream = Upstream::new(cfg, pool_size);
     match &cfg.kind {
-        ProviderKind::OpenAi => Box::new(openai::OpenAi::new(upstream)),
-        ProviderKind::Azure { api_version } => Box::new(azure::new(upstream, api_version)),
+        ProviderKind::OpenAi => Box::new(openai::OpenAi::new(upstream, cfg.responses)),
+        ProviderKind::Azure { api_version } => {
+            Box::new(azure::new(upstream, api_version, cfg.responses))
+        }
         ProviderKind::Anthropic {
             version,
             max_tokens,
@@ -142,6 +170,10 @@ pub struct Upstream {
     timeout: Duration,
     stream_timeout: Duration,
     stream_idle_timeout: Duration,
+    /// The auth header, name and value, for kinds that send the key in one
+    /// header (set by the kind: `Authorization: Bearer …`, Azure's
+    /// `api-key`); `None` without a key.
+    auth: Option<(&'static str, String)>,
 }
 
 impl Upstream {
@@ -170,11 +202,26 @@ impl Upstream {
             timeout: cfg.timeout,
             stream_timeout: cfg.stream_timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
+            auth: None,
         }
     }
 
     fn key(&self) -> Option<&str> {
         self.api_key.as_ref().map(|k| k.expose())
+    }
+
+    /// Send the key in header `name`, as `prefix` + key.
+    fn set_auth(&mut self, name: &'static str, prefix: &str) {
+        self.auth = self.key().map(|k| (name, format!("{prefix}{k}")));
+    }
+
+    /// The auth header set by the kind, if any, for [`Upstream::post`] and
+    /// [`Upstream::get`].
+    pub fn auth_headers(&self) -> Vec<(&str, &str)> {
+        match &self.auth {
+            Some((name, value)) => vec![(*name, value.as_str())],
+            None => Vec::new(),
+        }
     }
 
     /// POST `body` to `url` with `headers`. Returns the response once it is
@@ -218,6 +265,32 @@ impl Upstream {
             rb = rb.config().timeout_connect(Some(connect)).build();
         }
         let resp = rb.send(body).map_err(|e| self.transport_error(e))?;
+        self.classify(resp)
+    }
+
+    /// GET `url` with `headers` (a lookup, `GET /v1/responses/{id}`),
+    /// bounded by `timeout`. Returns the response once it is 2xx, like
+    /// [`Upstream::post`].
+    #[allow(dead_code)] // for responses::retrieve (native slice)
+    pub fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<ureq::Body>, ProviderError> {
+        let mut rb = self.agent.get(url).header("accept", "application/json");
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let connect = deadline::left(Instant::now()).map_or(self.timeout, |l| l.min(self.timeout));
+        if connect < self.timeout {
+            rb = rb.config().timeout_connect(Some(connect)).build();
+        }
+        let resp = rb.call().map_err(|e| self.transport_error(e))?;
+        self.classify(resp)
+    }
+
+    /// A response as it is if 2xx, else its classified failure.
+    fn classify(&self, resp: Response<ureq::Body>) -> Result<Response<ureq::Body>, ProviderError> {
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp);

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ChatStream, Provider, Upstream};
-use crate::error::ProviderError;
+use crate::config::ResponsesMode;
+use crate::error::{ProviderError, ProxyError};
 use crate::openai::{ApiRequest, Endpoint};
+use crate::responses::{native, translate};
 use crate::sse::{self, SseReader};
 
 pub struct OpenAi {
@@ -21,23 +23,26 @@ pub struct OpenAi {
     url_prefix: String,
     url_suffix: String,
     model_in_url: bool,
-    /// The auth header, name and value.
-    auth: Option<(&'static str, String)>,
+    /// How `/v1/responses` is served.
+    responses: ResponsesMode,
+    /// Where native Responses requests go (`POST`, and `GET …/{id}`): not
+    /// under a deployment, since the Responses API names the model (Azure:
+    /// the deployment) in the body.
+    responses_url: String,
 }
 
 impl OpenAi {
     /// OpenAI and compatible servers: `POST {base_url}/chat/completions`
-    /// (`/completions`, `/embeddings`) with `Authorization: Bearer KEY`.
-    pub fn new(up: Upstream) -> OpenAi {
-        let auth = up
-            .api_key
-            .as_ref()
-            .map(|k| ("authorization", format!("Bearer {}", k.expose())));
+    /// (`/completions`, `/embeddings`, `/responses`) with
+    /// `Authorization: Bearer KEY`.
+    pub fn new(mut up: Upstream, responses: ResponsesMode) -> OpenAi {
+        up.set_auth("authorization", "Bearer ");
         OpenAi {
             url_prefix: up.base_url.clone(),
             url_suffix: String::new(),
             model_in_url: false,
-            auth,
+            responses,
+            responses_url: format!("{}{}", up.base_url, Endpoint::Responses.path()),
             up,
         }
     }
@@ -45,20 +50,20 @@ impl OpenAi {
     /// A server that names the model (deployment) in the path and takes its
     /// key in a header of its own (Azure OpenAI).
     pub fn with_model_in_path(
-        up: Upstream,
+        mut up: Upstream,
         url_prefix: String,
         url_suffix: String,
         auth_header: &'static str,
+        responses: ResponsesMode,
+        responses_url: String,
     ) -> OpenAi {
-        let auth = up
-            .api_key
-            .as_ref()
-            .map(|k| (auth_header, k.expose().to_string()));
+        up.set_auth(auth_header, "");
         OpenAi {
             url_prefix,
             url_suffix,
             model_in_url: true,
-            auth,
+            responses,
+            responses_url,
             up,
         }
     }
@@ -78,10 +83,7 @@ impl OpenAi {
     }
 
     fn headers(&self) -> Vec<(&str, &str)> {
-        match &self.auth {
-            Some((name, value)) => vec![(*name, value.as_str())],
-            None => Vec::new(),
-        }
+        self.up.auth_headers()
     }
 }
 
@@ -120,10 +122,21 @@ impl Provider for OpenAi {
     fn serves(&self, endpoint: Endpoint) -> bool {
         match endpoint {
             Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => true,
+            Endpoint::Responses => true,
         }
     }
 
     fn complete(&self, req: &ApiRequest, model_id: &str) -> Result<Vec<u8>, ProviderError> {
+        if req.endpoint == Endpoint::Responses {
+            return match self.responses {
+                ResponsesMode::Native => {
+                    native::complete(&self.up, &self.responses_url, req, model_id)
+                }
+                ResponsesMode::Translate => {
+                    translate::complete(self, req, model_id, translate::Target::Chat)
+                }
+            };
+        }
         let body = req.to_upstream_json(model_id);
         let url = self.url(req.endpoint, model_id);
         let resp = self.up.post(&url, &self.headers(), &body, false)?;
@@ -146,6 +159,16 @@ impl Provider for OpenAi {
         req: &ApiRequest,
         model_id: &str,
     ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
+        if req.endpoint == Endpoint::Responses {
+            return match self.responses {
+                ResponsesMode::Native => {
+                    native::stream(&self.up, &self.responses_url, req, model_id)
+                }
+                ResponsesMode::Translate => {
+                    translate::stream(self, req, model_id, translate::Target::Chat)
+                }
+            };
+        }
         // Every stream reports its tokens: ask for usage, and take it out
         // again below when the client did not.
         let hide_usage = !req.include_usage();
@@ -162,6 +185,14 @@ impl Provider for OpenAi {
             hide_usage,
             usage: None,
         }))
+    }
+
+    fn responses_native(&self) -> bool {
+        self.responses == ResponsesMode::Native
+    }
+
+    fn retrieve_response(&self, id: &str, query: &str) -> Result<Vec<u8>, ProviderError> {
+        crate::responses::retrieve::fetch(&self.up, &self.responses_url, id, query)
     }
 }
 
@@ -247,6 +278,10 @@ impl ChatStream for OpenAiStream<'_> {
 
     fn usage(&self) -> Option<crate::metrics::Usage> {
         self.usage
+    }
+
+    fn failure_event(&mut self, err: &ProxyError) -> Vec<u8> {
+        super::chat_failure_event(err)
     }
 }
 
@@ -375,7 +410,7 @@ mod tests {
             panic!("not azure");
         };
         let up = super::super::Upstream::new(&cfg.providers[0], 1);
-        let az = super::super::azure::new(up, api_version);
+        let az = super::super::azure::new(up, api_version, cfg.providers[0].responses);
         assert_eq!(
             az.url(Endpoint::Chat, "my dep/1"),
             "https://r.openai.azure.com/openai/deployments/my%20dep%2F1/chat/completions?api-version=2024-10-21%26x%3D1%20%23"
