@@ -107,6 +107,9 @@ pub enum ErrorKind {
     UnsupportedEndpoint,
     /// No route for the path.
     UnknownUrl,
+    /// `GET /v1/responses/{id}`: no native provider has the response (or
+    /// none can be asked).
+    ResponseNotFound,
     /// The path exists, for another method.
     MethodNotAllowed,
     /// The body is over `max_body_bytes`.
@@ -171,6 +174,7 @@ impl ErrorKind {
             ModelNotFound => (404, REQ, Some("model_not_found")),
             UnsupportedEndpoint => (400, REQ, Some("unsupported_endpoint")),
             UnknownUrl => (404, REQ, Some("unknown_url")),
+            ResponseNotFound => (404, REQ, Some("response_not_found")),
             MethodNotAllowed => (405, REQ, Some("method_not_allowed")),
             TooLarge => (413, REQ, Some("request_too_large")),
             RequestTimeout => (408, REQ, Some("header_timeout")),
@@ -590,7 +594,7 @@ pub fn redact_value(v: &mut Value, secret: Option<&str>) {
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [ErrorKind; 28] = [
+    const ALL_KINDS: [ErrorKind; 29] = [
         ErrorKind::InvalidRequest,
         ErrorKind::BodyRead,
         ErrorKind::ModelNotFound,
@@ -619,6 +623,7 @@ mod tests {
         ErrorKind::ProviderNotFound,
         ErrorKind::InvalidConfig,
         ErrorKind::ReloadUnavailable,
+        ErrorKind::ResponseNotFound,
     ];
 
     /// A new kind is a compile error here: add it to `ALL_KINDS` too.
@@ -631,7 +636,7 @@ mod tests {
             | HttpVersion | InvalidHttp | Internal | Overloaded | Unavailable
             | DeadlineExceeded | ClientGone | UpstreamStream | ShuttingDown | Upstream
             | InvalidApiKey | ModelNotAllowed | RateLimited | AdminRequired | AdminLoopbackOnly
-            | ProviderNotFound | InvalidConfig | ReloadUnavailable => {}
+            | ProviderNotFound | InvalidConfig | ReloadUnavailable | ResponseNotFound => {}
         }
     }
 

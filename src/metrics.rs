@@ -655,6 +655,30 @@ impl Usage {
             completion: counts.completion_tokens,
         })
     }
+
+    /// The `usage` of a Responses `response` object (`input_tokens`,
+    /// `output_tokens`), if it has one. A typed probe of the top-level
+    /// member, not [`Usage::of_body`]'s scan for the last `"usage"` key:
+    /// in a Response, `tools` (whose schemas may have a property named
+    /// `usage`) can come after it.
+    pub fn of_response(body: &[u8]) -> Option<Usage> {
+        #[derive(serde::Deserialize)]
+        struct Counts {
+            #[serde(default)]
+            input_tokens: u64,
+            #[serde(default)]
+            output_tokens: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            usage: Option<Counts>,
+        }
+        let counts = serde_json::from_slice::<Probe>(body).ok()?.usage?;
+        Some(Usage {
+            prompt: counts.input_tokens,
+            completion: counts.output_tokens,
+        })
+    }
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -851,6 +875,35 @@ mod tests {
             })
         );
         assert_eq!(Usage::of_body(br#"{"usage":{"prompt_tokens":-1}}"#), None);
+    }
+
+    #[test]
+    fn a_response_objects_usage_is_its_own_not_a_tools_property() {
+        // `usage` last would fool the `rposition` probe of of_body: here a
+        // tool's schema has a property named `usage` after the real one.
+        let body = br#"{"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":0},"output_tokens":4,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":11},"tools":[{"type":"function","name":"f","parameters":{"properties":{"usage":{"type":"string"}}}}]}"#;
+        assert_eq!(
+            Usage::of_response(body),
+            Some(Usage {
+                prompt: 7,
+                completion: 4
+            })
+        );
+        // A chat body's counts are not a Response's.
+        assert_eq!(
+            Usage::of_response(br#"{"object":"response","usage":{"prompt_tokens":3}}"#),
+            Some(Usage::default())
+        );
+        assert_eq!(
+            Usage::of_response(br#"{"object":"response","usage":null}"#),
+            None
+        );
+        assert_eq!(Usage::of_response(br#"{"object":"response"}"#), None);
+        assert_eq!(Usage::of_response(b"not json"), None);
+        assert_eq!(
+            Usage::of_response(br#"{"usage":{"input_tokens":-1,"output_tokens":2}}"#),
+            None
+        );
     }
 
     fn app(yaml: &str) -> App {

@@ -20,19 +20,45 @@ use crate::error::{ErrorKind, ProviderError, ProxyError};
 use crate::health::Permit;
 use crate::http::{self, Headers};
 use crate::metrics::Usage;
-use crate::openai::ApiRequest;
+use crate::openai::{ApiRequest, Endpoint};
 use crate::providers::{ChatStream, Provider, deadline};
 use crate::sse::{self, EventWriter};
 
-/// Most bytes of events held before the stream commits (see [`open`]).
-/// An upstream that sends more without content commits anyway: the held
-/// events are bounded, and are nothing a client would miss.
+/// Most bytes of events held before a chat or completions stream commits
+/// (see [`open`]). An upstream that sends more without content commits
+/// anyway: the held events are bounded, and are nothing a client would miss.
 const MAX_HELD: usize = 64 * 1024;
+
+/// The most a Responses prelude is ever held, whatever `max_body_bytes`
+/// says (see [`hold_limit`]).
+const MAX_HELD_RESPONSES: u64 = 256 * 1024 * 1024;
+
+/// Most bytes of events held before a stream commits. A Responses prelude
+/// (`response.created`, `response.in_progress`) echoes the request's
+/// `instructions` and `tools` in each of its two events, and a coding
+/// agent's request runs to 50 KB and more: with [`MAX_HELD`] such a stream
+/// would commit on its prelude and lose failover. So it may hold twice the
+/// largest request body plus [`MAX_HELD`], still bounded
+/// ([`MAX_HELD_RESPONSES`]).
+fn hold_limit(endpoint: Endpoint, max_body_bytes: u64) -> usize {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => MAX_HELD,
+        Endpoint::Responses => {
+            let limit = max_body_bytes
+                .saturating_mul(2)
+                .saturating_add(MAX_HELD as u64)
+                .min(MAX_HELD_RESPONSES);
+            usize::try_from(limit).unwrap_or(MAX_HELD)
+        }
+    }
+}
 
 /// A stream whose upstream answered 2xx and sent what commits the client to
 /// it (or ended at once).
 pub struct Opened<'a> {
     stream: Box<dyn ChatStream + 'a>,
+    /// How the stream ends ([`Endpoint::ends_with_done`]).
+    endpoint: Endpoint,
     /// The events up to and including the one that committed, encoded.
     held: Vec<u8>,
     /// The stream ended (`[DONE]`) before anything committed it.
@@ -41,38 +67,47 @@ pub struct Opened<'a> {
     idle: Duration,
 }
 
-/// Open a stream and read it until it commits: on the first `data:` event
-/// that carries a role or content. Comments and keep-alives never reach
-/// here (providers drop them); events without content, such as Azure's
-/// leading prompt-filter chunk with empty `choices`, are held and sent at
-/// commit. The whole of it is due within `timeout` of `started`, however
-/// the upstream spends it (headers, comments, pings or silence); a failure
-/// before commit fails over to the next provider.
+/// Open a stream and read it until it commits ([`commits`]): for chat and
+/// completions on the first `data:` event that carries a role or content,
+/// for Responses on the first event after the prelude. Comments and
+/// keep-alives never reach here (providers drop them); events that do not
+/// commit, such as Azure's leading prompt-filter chunk with empty
+/// `choices` or `response.created`, are held and sent at commit. The whole
+/// of it is due within `timeout` of `started`, however the upstream spends
+/// it (headers, comments, pings or silence); a failure before commit
+/// (an in-band `error` or `response.failed` included) fails over to the
+/// next provider, and the client never sees the held events.
+/// `max_body_bytes` is `server.max_body_bytes` ([`hold_limit`]).
 pub fn open<'a>(
     provider: &'a dyn Provider,
     pcfg: &ProviderConfig,
     req: &ApiRequest,
     model_id: &str,
     started: Instant,
+    max_body_bytes: u64,
 ) -> Result<Opened<'a>, ProviderError> {
     let _first_chunk = deadline::limit(started, pcfg.timeout, "timeout");
     let idle = pcfg.stream_idle_timeout;
+    let endpoint = req.endpoint;
+    let limit = hold_limit(endpoint, max_body_bytes);
     let mut stream = provider.stream(req, model_id)?;
     let mut held = Vec::new();
     loop {
         let Some(event) = stream.next_event()? else {
             return Ok(Opened {
                 stream,
+                endpoint,
                 held,
                 ended: true,
                 idle,
             });
         };
-        let commit = commits(&event);
+        let commit = commits(endpoint, &event);
         held.extend_from_slice(&event);
-        if commit || held.len() >= MAX_HELD {
+        if commit || held.len() >= limit {
             return Ok(Opened {
                 stream,
+                endpoint,
                 held,
                 ended: false,
                 idle,
@@ -120,11 +155,36 @@ struct ChunkProbe {
     choices: Vec<ChoiceProbe>,
 }
 
-/// Whether an encoded event carries a role or content (or ends a choice):
-/// the rule for commit, the same for every provider kind and endpoint.
-fn commits(event: &[u8]) -> bool {
-    let probe = match single_data_line(event) {
-        Some(data) => serde_json::from_slice::<ChunkProbe>(data),
+/// A Responses event, as far as committing needs it.
+#[derive(Deserialize)]
+struct TypeProbe {
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+/// Whether an encoded event commits the client to this provider: the rule
+/// for every provider kind, per endpoint. Chat and completions: the event
+/// carries a role or content (or ends a choice). Responses: any event but
+/// the prelude ([`crate::responses::is_prelude`]). An event whose payload
+/// does not parse commits: providers pass on only events they checked, and
+/// anything else is content as far as the client is concerned.
+fn commits(endpoint: Endpoint, event: &[u8]) -> bool {
+    match endpoint {
+        Endpoint::Responses => with_payload(event, |data| {
+            serde_json::from_slice::<TypeProbe>(data)
+                .map_or(true, |p| !crate::responses::is_prelude(&p.ty))
+        }),
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {
+            with_payload(event, chunk_commits)
+        }
+    }
+}
+
+/// `f` of the event's `data:` payload (its lines joined, as SSE does);
+/// without a copy when it is one line.
+fn with_payload(event: &[u8], f: impl FnOnce(&[u8]) -> bool) -> bool {
+    match single_data_line(event) {
+        Some(data) => f(data),
         None => {
             let text = String::from_utf8_lossy(event);
             let data: Vec<&str> = text
@@ -132,12 +192,14 @@ fn commits(event: &[u8]) -> bool {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect();
-            serde_json::from_str::<ChunkProbe>(&data.join("\n"))
+            f(data.join("\n").as_bytes())
         }
-    };
-    let Ok(chunk) = probe else {
-        // Providers pass on only events they checked; anything else is
-        // content as far as the client is concerned.
+    }
+}
+
+/// A chat or completions chunk that carries a role or content.
+fn chunk_commits(data: &[u8]) -> bool {
+    let Ok(chunk) = serde_json::from_slice::<ChunkProbe>(data) else {
         return true;
     };
     chunk.choices.iter().any(|c| {
@@ -158,7 +220,7 @@ fn commits(event: &[u8]) -> bool {
 }
 
 /// The payload of an event that is one `data:` line (`data: {...}\n\n`, as
-/// every provider encodes a chunk), without copying it.
+/// every chat provider encodes a chunk), without copying it.
 fn single_data_line(event: &[u8]) -> Option<&[u8]> {
     let rest = event.strip_prefix(b"data:")?;
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
@@ -251,6 +313,7 @@ pub fn relay(
     };
     let Opened {
         mut stream,
+        endpoint,
         held,
         ended,
         idle,
@@ -259,6 +322,7 @@ pub fn relay(
         headers,
         held,
         ended,
+        done: endpoint.ends_with_done(),
         idle,
     };
     let end = run(app, req, stream.as_mut(), body, provider, rid, &mut settled);
@@ -274,6 +338,9 @@ struct Body {
     headers: Headers,
     held: Vec<u8>,
     ended: bool,
+    /// A complete stream ends with `data: [DONE]` (not Responses, whose
+    /// terminal event is the upstream's own).
+    done: bool,
     idle: Duration,
 }
 
@@ -293,11 +360,12 @@ fn run(
         headers,
         mut held,
         ended,
+        done,
         idle,
     } = body;
     let chunked = *req.http_version() != HTTPVersion(1, 0);
     let head = http::stream_head(headers, chunked);
-    if ended {
+    if ended && done {
         held.extend_from_slice(sse::DONE);
     }
     let out = match EventWriter::start(req.into_writer(), chunked, &head, &held) {
@@ -347,7 +415,7 @@ fn run(
                         return StreamEnd::ClientGone;
                     }
                 }
-                Ok(None) => break (Some(sse::DONE.to_vec()), StreamEnd::Complete),
+                Ok(None) => break (done.then(|| sse::DONE.to_vec()), StreamEnd::Complete),
                 Err(_) if shutting.get() => {
                     break (
                         Some(stream.failure_event(&shutdown_error())),
@@ -421,10 +489,14 @@ mod tests {
             "data: not json",
         ];
         for e in yes {
-            assert!(commits(format!("{e}\n\n").as_bytes()), "{e}");
+            assert!(
+                commits(Endpoint::Chat, format!("{e}\n\n").as_bytes()),
+                "{e}"
+            );
         }
         // Several data lines are one payload.
         assert!(commits(
+            Endpoint::Chat,
             b"data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"x\"}}]}\n\n"
         ));
         let no = [
@@ -435,7 +507,162 @@ mod tests {
             r#"data: {"choices":[],"usage":{"total_tokens":3}}"#,
         ];
         for e in no {
-            assert!(!commits(format!("{e}\n\n").as_bytes()), "{e}");
+            assert!(
+                !commits(Endpoint::Chat, format!("{e}\n\n").as_bytes()),
+                "{e}"
+            );
         }
+    }
+
+    fn responses_event(ty: &str, extra: &str) -> Vec<u8> {
+        format!("event: {ty}\ndata: {{\"type\":\"{ty}\"{extra},\"sequence_number\":0}}\n\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn responses_commit_on_the_first_event_after_the_prelude() {
+        let r = |ty: &str| commits(Endpoint::Responses, &responses_event(ty, ""));
+        for held in [
+            "response.created",
+            "response.in_progress",
+            "response.queued",
+        ] {
+            assert!(!r(held), "{held}");
+        }
+        for ty in [
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+            "error",
+        ] {
+            assert!(r(ty), "{ty}");
+        }
+        // The payload's type decides, not the `event:` line.
+        assert!(!commits(
+            Endpoint::Responses,
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.created\"}\n\n"
+        ));
+        // A payload without a type, or not JSON, commits.
+        assert!(commits(Endpoint::Responses, b"data: {\"x\":1}\n\n"));
+        assert!(commits(Endpoint::Responses, b"data: not json\n\n"));
+        // A chat chunk's rule is not the Responses one: neither of these
+        // carries content.
+        assert!(!commits(
+            Endpoint::Chat,
+            &responses_event("response.output_item.added", "")
+        ));
+    }
+
+    #[test]
+    fn hold_limits_per_endpoint_are_bounded() {
+        assert_eq!(hold_limit(Endpoint::Chat, 32 << 20), MAX_HELD);
+        assert_eq!(hold_limit(Endpoint::Completions, u64::MAX), MAX_HELD);
+        assert_eq!(
+            hold_limit(Endpoint::Responses, 32 << 20),
+            (64 << 20) + MAX_HELD
+        );
+        assert_eq!(hold_limit(Endpoint::Responses, 1024), 2048 + MAX_HELD);
+        assert_eq!(
+            hold_limit(Endpoint::Responses, u64::MAX),
+            MAX_HELD_RESPONSES as usize
+        );
+    }
+
+    /// A provider whose one stream hands out scripted events.
+    struct Scripted(std::sync::Mutex<Vec<Result<Option<Vec<u8>>, ProviderError>>>);
+
+    struct ScriptedStream(Vec<Result<Option<Vec<u8>>, ProviderError>>);
+
+    impl ChatStream for ScriptedStream {
+        fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            self.0.remove(0)
+        }
+        fn finish(&mut self) {}
+        fn usage(&self) -> Option<Usage> {
+            None
+        }
+        fn failure_event(&mut self, _err: &ProxyError) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+
+    impl Provider for Scripted {
+        fn serves(&self, _: Endpoint) -> bool {
+            true
+        }
+        fn complete(&self, _: &ApiRequest, _: &str) -> Result<Vec<u8>, ProviderError> {
+            Err(ProviderError::Connect("not scripted".into()))
+        }
+        fn stream(
+            &self,
+            _: &ApiRequest,
+            _: &str,
+        ) -> Result<Box<dyn ChatStream + '_>, ProviderError> {
+            let events = std::mem::take(&mut *self.0.lock().unwrap());
+            Ok(Box::new(ScriptedStream(events)))
+        }
+        fn responses_native(&self) -> bool {
+            true
+        }
+        fn retrieve_response(&self, _: &str, _: &str) -> Result<Vec<u8>, ProviderError> {
+            Err(ProviderError::Connect("not scripted".into()))
+        }
+    }
+
+    fn open_scripted(
+        events: Vec<Result<Option<Vec<u8>>, ProviderError>>,
+    ) -> Result<(Vec<u8>, bool), ProviderError> {
+        let cfg = crate::config::Config::from_yaml(
+            "providers:\n  p: {type: openai}\nmodels:\n  m:\n    providers:\n      p: {priority: 0}\n",
+        )
+        .unwrap();
+        let req = ApiRequest::parse(
+            Endpoint::Responses,
+            br#"{"model":"m","input":"hi","stream":true}"#,
+        )
+        .unwrap();
+        let p = Scripted(std::sync::Mutex::new(events));
+        let opened = open(&p, &cfg.providers[0], &req, "m", Instant::now(), 32 << 20)?;
+        Ok((opened.held, opened.ended))
+    }
+
+    #[test]
+    fn a_responses_stream_holds_its_prelude_and_fails_over_on_an_error_before_output() {
+        // The prelude echoes a large request (instructions + tools): more
+        // than the chat limit, and still held.
+        let big = format!(
+            ",\"response\":{{\"instructions\":\"{}\"}}",
+            "x".repeat(100 * 1024)
+        );
+        let created = responses_event("response.created", &big);
+        let in_progress = responses_event("response.in_progress", &big);
+        let err = open_scripted(vec![
+            Ok(Some(created.clone())),
+            Ok(Some(in_progress.clone())),
+            Err(ProviderError::Decode(
+                "upstream sent an error event: insufficient_quota".into(),
+            )),
+        ])
+        .expect_err("an error before the first output event fails over");
+        assert!(matches!(err, ProviderError::Decode(_)), "{err:?}");
+
+        // The first output event commits, with the prelude sent before it.
+        let added = responses_event("response.output_item.added", "");
+        let (held, ended) = open_scripted(vec![
+            Ok(Some(created.clone())),
+            Ok(Some(in_progress.clone())),
+            Ok(Some(added.clone())),
+            Ok(Some(responses_event("response.output_text.delta", ""))),
+        ])
+        .unwrap();
+        assert!(!ended);
+        assert_eq!(held, [created, in_progress, added].concat());
     }
 }

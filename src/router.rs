@@ -157,7 +157,14 @@ pub fn route<'a>(
         // Only this attempt's expiry counts below.
         let _ = deadline::take_expired();
         let attempt = if req.stream {
-            match relay::open(provider.as_ref(), pcfg, req, &route.model_id, started) {
+            match relay::open(
+                provider.as_ref(),
+                pcfg,
+                req,
+                &route.model_id,
+                started,
+                app.config.server.max_body_bytes,
+            ) {
                 // Success for the breaker is decided when the stream ends.
                 Ok(opened) => {
                     let took = started.elapsed();

@@ -499,7 +499,12 @@ fn api(
     let long = started.elapsed() * 2 > app.config.server.client_timeout;
     match result {
         Ok(Answer::Json(body)) => {
-            outcome.usage = Usage::of_body(&body);
+            outcome.usage = match endpoint {
+                Endpoint::Responses => Usage::of_response(&body),
+                Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {
+                    Usage::of_body(&body)
+                }
+            };
             outcome.status = ex.json(200, headers, &body, long).status;
         }
         Ok(Answer::Stream { opened, permit }) => {

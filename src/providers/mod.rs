@@ -177,7 +177,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(cfg: &ProviderConfig, pool_size: usize) -> Upstream {
+    pub(crate) fn new(cfg: &ProviderConfig, pool_size: usize) -> Upstream {
         let config = Agent::config_builder()
             // Keep the body of error answers; classification needs it.
             .http_status_as_error(false)
