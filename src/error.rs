@@ -33,6 +33,14 @@ pub enum ProviderError {
     },
     /// A 2xx answer whose body (or first stream event) could not be decoded.
     Decode(String),
+    /// The proxy refused the request for this provider before calling it:
+    /// the provider's kind cannot express it (an Anthropic provider asked
+    /// for `n: 2`, a translated Responses request with
+    /// `previous_response_id`). A 400 with `error` (an OpenAI `error`
+    /// object naming the field). It would fail the same way on every
+    /// attempt, so it does not fail over; and no upstream was asked, so it
+    /// is no verdict on the provider's health either way.
+    Refused { error: Value },
 }
 
 impl ProviderError {
@@ -48,6 +56,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 401 | 403 | 404 | 408 | 429) || *status >= 500
             }
+            ProviderError::Refused { .. } => false,
         }
     }
 
@@ -78,6 +87,13 @@ impl ProviderError {
                     .unwrap_or("no message");
                 // Redacted when the error was made; cut for the 503 and the log.
                 format!("HTTP {status}: {}", truncate(msg, MAX_UPSTREAM_TEXT))
+            }
+            ProviderError::Refused { error } => {
+                let msg = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message");
+                format!("refused before any upstream call: {msg}")
             }
         }
     }

@@ -248,6 +248,22 @@ pub fn route<'a>(
             let err = timed_out(model, last_failure.as_ref(), Some(&pcfg.name));
             return (Err(err), trace);
         }
+        if let ProviderError::Refused { error } = &attempt {
+            attempt_done(
+                &mut trace,
+                app,
+                route.provider,
+                mi,
+                Outcome::ClientError,
+                took,
+            );
+            // No upstream was asked: the permit goes back without a
+            // verdict, so a refusal neither forgets a failure nor closes a
+            // half-open breaker.
+            drop(permit);
+            let err = ProxyError::from_upstream(&pcfg.name, 400, error);
+            return (Err(err), trace);
+        }
         if let ProviderError::Status { status, error, .. } = &attempt {
             if !attempt.is_failover() {
                 attempt_done(

@@ -455,8 +455,7 @@ proptest! {
                 prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "roles do not alternate: {:?}", roles);
                 prop_assert!(v["max_tokens"].as_u64().is_some_and(|n| n >= 1));
             }
-            Err(ProviderError::Status { status, error, .. }) => {
-                prop_assert_eq!(status, 400);
+            Err(ProviderError::Refused { error }) => {
                 prop_assert_eq!(&error["type"], "invalid_request_error");
                 prop_assert!(error["param"].is_string(), "{}", error);
             }

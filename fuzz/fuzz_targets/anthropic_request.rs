@@ -20,8 +20,7 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(serde_json::to_vec(&v).is_ok());
         }
-        Err(ProviderError::Status { status, error, .. }) => {
-            assert_eq!(status, 400);
+        Err(ProviderError::Refused { error }) => {
             assert_eq!(error["type"], "invalid_request_error");
             assert!(error["message"].is_string(), "error: {error}");
         }

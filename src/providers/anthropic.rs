@@ -171,16 +171,14 @@ pub(crate) mod fuzz {
 // ---------------------------------------------------------------------------
 // Request: OpenAI → Anthropic.
 
-/// A 400 for a request Anthropic cannot express. The router hands a
-/// non-failover status to the client unchanged and does not count it
-/// against the provider.
+/// A 400 for a request Anthropic cannot express, made before any upstream
+/// call: the router hands it to the client without failing over, and
+/// without a verdict on the provider's health.
 fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
-    ProviderError::Status {
-        status: 400,
+    ProviderError::Refused {
         error: ProxyError::bad_request(message)
             .with_param(param)
             .error_object(),
-        retry_after: None,
     }
 }
 
@@ -1037,8 +1035,7 @@ mod tests {
     /// The 400 a request translates to: (message, param).
     fn refused(body: Value) -> (String, String) {
         match to_anthropic(&request(body), "claude-x", 4096) {
-            Err(ProviderError::Status { status, error, .. }) => {
-                assert_eq!(status, 400);
+            Err(ProviderError::Refused { error }) => {
                 assert_eq!(error["type"], "invalid_request_error");
                 assert!(error["code"].is_null());
                 (

@@ -14,8 +14,11 @@
 // it is merged.
 #![allow(dead_code)]
 
+mod answer;
 pub mod native;
+mod request;
 pub mod retrieve;
+mod stream;
 pub mod translate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
