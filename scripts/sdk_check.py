@@ -441,8 +441,10 @@ def check_responses_retrieve(client, model):
     # Narrowed to the model's providers.
     narrowed = client.responses.retrieve(made.id, extra_query={"model": model})
     expect(narrowed.id == made.id, f"retrieved {narrowed.id!r} with ?model=")
+    # Narrowed, so that only providers that answer are asked (an unknown id
+    # is "not found" only when every candidate could say so).
     try:
-        client.responses.retrieve("resp_sdk_check_unknown")
+        client.responses.retrieve("resp_sdk_check_unknown", extra_query={"model": model})
         raise CheckFailed("an unknown id was found")
     except openai.NotFoundError as e:
         expect(e.status_code == 404, f"status {e.status_code}")

@@ -535,31 +535,39 @@ fn anthropic_streamed_tool_call_is_a_function_call_item() {
     let events = read_stream(open(&p, &body));
     let types = assert_stream_valid(&events);
     assert_eq!(types.last().unwrap(), "response.completed");
-    let deltas: String = events
-        .iter()
-        .filter(|e| e.data["type"] == "response.function_call_arguments.delta")
-        .map(|e| e.data["delta"].as_str().unwrap())
-        .collect();
+    // The fixture: text, then two tool calls (get_weather, get_time).
     let done: Vec<&Event> = events
         .iter()
         .filter(|e| e.data["type"] == "response.function_call_arguments.done")
         .collect();
-    assert_eq!(done.len(), 1, "{types:?}");
-    assert_eq!(done[0].data["name"], "get_weather");
-    assert_eq!(done[0].data["arguments"], deltas);
-    let args: Value = serde_json::from_str(&deltas).expect("JSON arguments");
-    assert!(args["location"].is_string(), "{args}");
+    assert_eq!(done.len(), 2, "{types:?}");
     let output = events.last().unwrap().data["response"]["output"].clone();
-    let call = output
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "function_call")
-        .unwrap_or_else(|| panic!("no function_call in {output}"));
-    assert_eq!(call["call_id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
-    assert_eq!(call["arguments"], deltas);
-    // The text before the call is its own message item, first.
+    // The text before the calls is its own message item, first.
     assert_eq!(output[0]["type"], "message");
+    let calls = &output.as_array().unwrap()[1..];
+    for ((d, call), (name, call_id)) in done.iter().zip(calls).zip([
+        ("get_weather", "toolu_01T1x1fJ34qAmk2tNTrN7Up6"),
+        ("get_time", "toolu_01HJk2Xq3bVkPyDtCYqg9yEW"),
+    ]) {
+        let item_id = &d.data["item_id"];
+        let deltas: String = events
+            .iter()
+            .filter(|e| {
+                e.data["type"] == "response.function_call_arguments.delta"
+                    && &e.data["item_id"] == item_id
+            })
+            .map(|e| e.data["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(d.data["name"], name);
+        assert_eq!(d.data["arguments"], deltas);
+        let args: Value = serde_json::from_str(&deltas).expect("JSON arguments");
+        assert!(args.is_object(), "{args}");
+        assert_eq!(call["type"], "function_call");
+        assert_eq!(&call["id"], item_id);
+        assert_eq!(call["name"], name);
+        assert_eq!(call["call_id"], call_id);
+        assert_eq!(call["arguments"], deltas);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -684,10 +692,18 @@ fn a_drain_during_a_stream_ends_it_with_failed_and_error() {
         &["before ", "the drain"],
         End::HangUntil(release.clone()),
     ));
-    let p = Proxy::start(&config(
-        &[("up", "translate", &fake)],
-        "server: {shutdown_timeout: 1}",
-    ));
+    // The drain's deadline is seen at a keep-alive tick (a tenth of
+    // stream_idle_timeout), well before stream_timeout would end it.
+    let p = Proxy::start(
+        &config(
+            &[("up", "translate", &fake)],
+            "server: {shutdown_timeout: 1}",
+        )
+        .replace(
+            "    stream_timeout: 5\n",
+            "    stream_timeout: 30\n    stream_idle_timeout: 5\n",
+        ),
+    );
     let (tx, rx) = mpsc::channel();
     let url = p.url.clone();
     let (first_tx, first_rx) = mpsc::channel();
