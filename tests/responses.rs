@@ -966,3 +966,215 @@ fn the_mock_plays_an_in_band_quota_error_and_a_cut() {
     let data = lines.iter().filter(|l| l.starts_with("data: ")).count();
     assert_eq!(data, 3, "{lines:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Native streams after the first output event; a prelude larger than the
+// chat hold limit; secrets; retrieval.
+
+/// The native text stream cut after its first delta (events 0-4).
+fn native_cut_events() -> Vec<String> {
+    native_events("cut")[..5].to_vec()
+}
+
+#[test]
+fn a_native_response_failed_after_output_is_passed_on_unchanged_and_ends_the_stream() {
+    let mut upstream = native_events("late")[..5].to_vec();
+    let mut failed = in_progress("late");
+    failed["status"] = json!("failed");
+    failed["error"] = json!({"code": "server_error", "message": "The model had an error."});
+    let last = json!({"type": "response.failed", "response": failed, "sequence_number": 5});
+    upstream.push(format!("event: response.failed\ndata: {last}\n\n"));
+    let fake = Fake::new(native_stream(upstream));
+    let p = Proxy::start(&config(
+        &[("up", "native", &fake)],
+        "failover: {max_failures: 5}",
+    ));
+    let events = read_stream(open(&p, &request(true)));
+    let types = assert_stream_valid(&events);
+    assert_eq!(
+        types.last().unwrap(),
+        "response.failed",
+        "nothing appended: {types:?}"
+    );
+    assert_eq!(events.last().unwrap().raw, last.to_string(), "unchanged");
+    assert_eq!(provider(&p, "up")["consecutive_failures"], 1);
+}
+
+#[test]
+fn a_native_cut_after_output_ends_with_failed_for_the_announced_response() {
+    let fake = Fake::new(Reply::Stream {
+        events: native_cut_events(),
+        pace: None,
+        end: End::Cut,
+    });
+    let p = Proxy::start(&config(
+        &[("up", "native", &fake)],
+        "failover: {max_failures: 5}",
+    ));
+    let events = read_stream(open(&p, &request(true)));
+    let types = assert_stream_valid(&events);
+    let n = types.len();
+    assert_eq!(types[..n - 2].len(), 5, "{types:?}");
+    assert_eq!(types[n - 2..], ["response.failed", "error"], "{types:?}");
+    let failed = &events[n - 2].data;
+    assert_eq!(
+        failed["response"]["id"], "resp_cut",
+        "the held response's id"
+    );
+    assert_eq!(failed["response"]["status"], "failed");
+    assert_eq!(
+        failed["sequence_number"], 5,
+        "numbered on from the upstream's"
+    );
+    assert_eq!(events[n - 1].data["sequence_number"], 6);
+    assert!(events[n - 1].data["error"]["message"].is_string());
+    assert!(!types.iter().any(|t| t == "response.completed"));
+    assert_eq!(provider(&p, "up")["consecutive_failures"], 1);
+}
+
+#[test]
+fn a_prelude_far_larger_than_the_chat_hold_limit_still_fails_over() {
+    // Both prelude events echo instructions and tools: 2 x 200 KB held.
+    let big = "x".repeat(200 * 1024);
+    let mut events = prelude("quota");
+    for e in &mut events {
+        e["response"]["instructions"] = json!(big);
+    }
+    events.push(json!({"type": "error", "code": "insufficient_quota",
+                       "message": "You exceeded your current quota.", "param": null}));
+    let native = Fake::new(native_stream(frames(events)));
+    let claude = Fake::new(Reply::sse(ANTHROPIC_STREAM, End::Eof));
+    let p = Proxy::start(&config(
+        &[
+            ("native", "native", &native),
+            ("claude", "anthropic", &claude),
+        ],
+        "server: {max_body_bytes: 1048576}",
+    ));
+    let mut body = request(true);
+    body["instructions"] = json!(big);
+    let resp = open(&p, &body);
+    assert_eq!(
+        resp.headers().get("x-llm-proxy-provider").unwrap(),
+        "claude"
+    );
+    assert_eq!(resp.headers().get("x-llm-proxy-attempts").unwrap(), "2");
+    let events = read_stream(resp);
+    assert_text_stream(&events, "Hello! How can I help?");
+}
+
+#[test]
+fn an_in_band_error_naming_the_key_reaches_neither_client_nor_log() {
+    let key = "sk-up-key-000001";
+    let mut events = prelude("quota");
+    events.push(json!({"type": "error", "code": "invalid_api_key",
+                       "message": format!("Incorrect API key provided: {key}."), "param": null}));
+    let fake = Fake::new(native_stream(frames(events)));
+    let mut bin = Logged::start(&config(&[("up", "native", &fake)], ""));
+    let r = call(
+        &bin.url,
+        "/v1/responses",
+        &[],
+        Some(&request(true).to_string()),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    r.error();
+    assert!(leaked_fragments(&r.body, key, 8).is_empty(), "{}", r.body);
+    let log = bin.finish();
+    assert!(log.contains("POST /v1/responses"), "{log}");
+    assert!(leaked_fragments(&log, key, 8).is_empty(), "{log}");
+}
+
+/// Two native providers and a translating one, for model `m`, and a model
+/// `t` on the translating one alone; key `team` may use only `t`.
+fn retrieval_config(a: &Fake, b: &Fake, chat: &Fake) -> String {
+    let yaml = config(
+        &[
+            ("a", "native", a),
+            ("b", "native", b),
+            ("chat", "translate", chat),
+        ],
+        "auth:\n  keys:\n    - {name: all, key: fake-all-key-whiskey, admin: true}\n    - {name: team, key: fake-team-key-xray, models: [t]}\n",
+    );
+    format!("{yaml}  t:\n    providers:\n      chat: {{priority: 0, model_id: up-chat}}\n")
+}
+
+#[test]
+fn retrieval_asks_the_native_providers_a_key_may_use() {
+    let stored = response_body("stored");
+    let a = Fake::new(Reply::error(
+        404,
+        "No response found with id 'resp_stored'.",
+    ));
+    let b = Fake::new(Reply::json(200, stored.clone()));
+    let chat = Fake::ok("unused");
+    let p = Proxy::start(&retrieval_config(&a, &b, &chat));
+    let all = [("authorization", "Bearer fake-all-key-whiskey")];
+    let team = [("authorization", "Bearer fake-team-key-xray")];
+
+    let r = call(&p.url, "/v1/responses/resp_stored", &all, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), stored);
+    assert_valid("Response", &r.json());
+    assert_eq!(r.header("x-llm-proxy-provider"), Some("b"));
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert_eq!(
+        a.requests()[0].header("authorization"),
+        Some("Bearer sk-a-key-000001")
+    );
+    assert_eq!(
+        b.requests()[0].header("authorization"),
+        Some("Bearer sk-b-key-000001")
+    );
+
+    // ?model= narrows to that model's providers (in priority order), and
+    // is not forwarded; the rest of the query is.
+    let r = call(
+        &p.url,
+        "/v1/responses/resp_stored?model=m&include[]=x",
+        &all,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sent = &b.requests()[1];
+    assert!(!sent.path.contains("model="), "{}", sent.path);
+    assert!(sent.path.contains("include"), "{}", sent.path);
+
+    // Every candidate says 404: 404 in the OpenAI shape.
+    b.push(Reply::error(404, "No response found with id 'resp_gone'."));
+    let r = call(&p.url, "/v1/responses/resp_gone", &all, None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_valid("ErrorResponse", &r.json());
+    assert_eq!(r.error()["code"], "response_not_found");
+
+    // A key whose models are all translated: nobody to ask.
+    let before = a.count() + b.count();
+    let r = call(&p.url, "/v1/responses/resp_stored", &team, None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let msg = r.error()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("native"), "{msg}");
+    // A model the key may not use.
+    let r = call(&p.url, "/v1/responses/resp_stored?model=m", &team, None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Retrieval by stream is not relayed.
+    let r = call(&p.url, "/v1/responses/resp_stored?stream=true", &all, None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error()["param"], "stream");
+    assert_eq!(
+        a.count() + b.count(),
+        before,
+        "none of these reached an upstream"
+    );
+    assert_eq!(chat.count(), 0);
+    for body in [&r.body] {
+        for k in ["sk-a-key", "sk-b-key", "fake-all-key"] {
+            assert!(!body.contains(k), "{body}");
+        }
+    }
+    // A lookup is no verdict on a provider.
+    let r = call(&p.url, "/admin/providers", &all, None);
+    let a_state = r.json()["data"][0].clone();
+    assert_eq!(a_state["name"], "a");
+    assert_eq!(a_state["state"], "closed", "{a_state}");
+    assert_eq!(a_state["failures"], 0, "{a_state}");
+}
