@@ -315,3 +315,54 @@ fn get_a_response_is_routed_to_the_native_lookup() {
         "{scrape}"
     );
 }
+
+/// A Responses stream still running when the drain's
+/// `server.shutdown_timeout` passes ends like any Responses stream that
+/// fails after commit: `response.failed` for the same response, then an
+/// `error` event `server_shutting_down` (not the chat `data: {error}`
+/// event, which a Responses client would not recognise), no `[DONE]`.
+#[test]
+fn a_drain_ends_a_responses_stream_with_failed_and_error_events() {
+    let release = Gate::new();
+    let mut events = complete_stream("resp_drained", "Hi");
+    events.truncate(5);
+    let a = Fake::new(Reply::Stream {
+        events,
+        pace: None,
+        end: End::HangUntil(release.clone()),
+    });
+    let b = Fake::ok("never asked");
+    // Keep-alive ticks, at which a silent stream sees the deadline, every 0.5 s.
+    let yaml = format!("server: {{shutdown_timeout: 1}}\n{}", config(&a, &b)).replacen(
+        "responses: native}",
+        "responses: native, stream_idle_timeout: 5}",
+        1,
+    );
+    let p = Proxy::start(&yaml);
+    // The head arrives at commit, with the held prelude.
+    let resp = agent()
+        .post(format!("{}/v1/responses", p.url))
+        .header("content-type", "application/json")
+        .send(r#"{"model":"m","input":"hi","stream":true}"#)
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    p.handle.as_ref().unwrap().drain();
+    let body = resp.into_body().read_to_string().unwrap();
+    release.open();
+    assert!(!body.contains("[DONE]"), "{body}");
+    let payloads: Vec<Value> = body
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let n = payloads.len();
+    assert_eq!(n, 7, "{body}");
+    let (failed, error) = (&payloads[n - 2], &payloads[n - 1]);
+    assert_eq!(failed["type"], "response.failed", "{body}");
+    assert_eq!(failed["response"]["id"], "resp_drained");
+    assert_eq!(failed["sequence_number"], 5);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["sequence_number"], 6);
+    assert_eq!(error["code"], "server_shutting_down");
+    assert_eq!(error["error"]["code"], "server_shutting_down");
+}

@@ -9,12 +9,11 @@
 use std::io::BufRead;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, ProxyError, redact, truncate};
 use crate::metrics::Usage;
-use crate::openai::ApiRequest;
+use crate::openai::{ApiRequest, Endpoint};
 use crate::providers::{ChatStream, Upstream};
 use crate::sse::{self, Event, SseReader};
 
@@ -52,12 +51,9 @@ pub fn stream<'a>(
     Ok(Box::new(NativeStream::new(up, up.events(resp)?, model_id)))
 }
 
-/// Just enough of a `Response` to judge a 2xx answer.
+/// Why a 2xx body was refused, for the message.
 #[derive(Deserialize)]
-struct AnswerProbe {
-    object: String,
-    #[allow(dead_code)]
-    output: Vec<IgnoredAny>,
+struct FailedProbe {
     status: Option<String>,
     error: Option<ErrorProbe>,
 }
@@ -85,26 +81,28 @@ impl ErrorProbe {
     }
 }
 
-/// A 2xx body is a `response` object (with `output`) that did not fail.
-/// `status: failed` in a 200 is the upstream's failure, so the request
-/// fails over like any other (OpenAI answers a model-side failure so).
+/// A 2xx body is what [`Endpoint::Responses`] accepts: a `response`
+/// object (with `output`) that did not fail. `status: failed` in a 200 is
+/// the upstream's failure, so the request fails over like any other, and
+/// the message carries the upstream's error (the breaker's `last_error`).
 pub fn check_answer(up: &Upstream, bytes: &[u8]) -> Result<(), ProviderError> {
     // The probe skips string contents, whose UTF-8 serde_json does not
     // check: a body that is not UTF-8 is not JSON (RFC 8259 §8.1).
     if std::str::from_utf8(bytes).is_err() {
         return Err(up.decode_error("the body is not UTF-8", bytes));
     }
-    match serde_json::from_slice::<AnswerProbe>(bytes) {
-        Ok(p) if p.object == "response" => {
-            if p.status.as_deref() == Some("failed") {
-                let text = p.error.map_or("no error given".to_string(), |e| e.text());
-                return Err(
-                    up.decode_error("the upstream answered a failed response", text.as_bytes())
-                );
-            }
-            Ok(())
+    if Endpoint::Responses.accepts_body(bytes) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<FailedProbe>(bytes) {
+        Ok(p) if p.status.as_deref() == Some("failed") => {
+            let text = p.error.map_or("no error given".to_string(), |e| e.text());
+            Err(up.decode_error("the upstream answered a failed response", text.as_bytes()))
         }
-        _ => Err(up.decode_error("expected a response object", bytes)),
+        _ => {
+            let what = format!("expected {}", Endpoint::Responses.body_name());
+            Err(up.decode_error(&what, bytes))
+        }
     }
 }
 
