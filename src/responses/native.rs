@@ -533,6 +533,34 @@ mod tests {
     }
 
     #[test]
+    fn response_incomplete_also_ends_the_stream_with_its_usage() {
+        let up = upstream();
+        let text = body(&[
+            ("response.created", created()),
+            ("response.output_item.added", item_added()),
+            (
+                "response.incomplete",
+                json!({"response": {"id": "resp_up1", "object": "response",
+                "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+                "output": [], "usage": {"input_tokens": 5, "output_tokens": 16}}}),
+            ),
+            ("response.output_text.delta", json!({"delta": "never read"})),
+        ]);
+        let mut s = open(&up, &text);
+        let (events, end) = drain(&mut s);
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            s.usage(),
+            Some(Usage {
+                prompt: 5,
+                completion: 16
+            })
+        );
+        assert!(s.failure_event(&ProxyError::internal("x")).is_empty());
+    }
+
+    #[test]
     fn a_data_payload_keeps_its_bytes_and_takes_its_type_as_event_name() {
         let up = upstream();
         // No `event:` line, odd spacing, a second data line: the payload is
