@@ -84,6 +84,29 @@ pub mod fuzzing {
         ))
     }
 
+    /// A client body through the path a translated `/v1/responses` takes:
+    /// `None` if the proxy rejects it before any provider sees it, else the
+    /// Chat Completions body it becomes (`anthropic`: with the extra checks
+    /// for an Anthropic provider) or the 400 it becomes.
+    pub fn responses_to_chat(body: &[u8], anthropic: bool) -> Option<Result<Value, ProviderError>> {
+        let req =
+            crate::openai::ApiRequest::parse(crate::openai::Endpoint::Responses, body).ok()?;
+        let target = if anthropic {
+            crate::responses::translate::Target::Anthropic
+        } else {
+            crate::responses::translate::Target::Chat
+        };
+        Some(crate::responses::fuzz::to_chat(&req, target).map(|r| Value::Object(r.body)))
+    }
+
+    /// Chat stream events (each a whole encoded event, as a provider's
+    /// chat stream hands them out) through the Responses stream
+    /// translation: every event it produced, one per call, the error that
+    /// ended it, if any, and then what its failure event would be.
+    pub fn responses_stream(chunks: &[Vec<u8>]) -> (Vec<Vec<u8>>, Option<ProviderError>, Vec<u8>) {
+        crate::responses::fuzz::stream(chunks)
+    }
+
     /// An upstream body through the path a non-streaming Anthropic answer
     /// takes: `None` if it is refused as not a message, else the
     /// `chat.completion` it becomes.

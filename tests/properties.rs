@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use llm_proxy::fuzzing::{
     AnthropicStreamMapper, Config, Event, ProviderError, anthropic_request, anthropic_response,
-    encode, expand_str, retry_after, sse_events, sse_events_from,
+    encode, expand_str, responses_stream, responses_to_chat, retry_after, sse_events,
+    sse_events_from,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -533,6 +534,257 @@ proptest! {
             }
         }
         prop_assert!(finishes <= 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Responses translation (src/responses/): requests and chat streams.
+
+/// A Responses `input` item: known item types and roles (or not), with
+/// any content, parts of known types (or not), and any other fields.
+fn responses_item() -> impl Strategy<Value = Value> {
+    let part = (
+        select(vec![
+            "input_text",
+            "input_image",
+            "input_file",
+            "output_text",
+            "refusal",
+            "x",
+        ]),
+        vec(
+            (
+                select(vec!["text", "image_url", "file_id", "detail", "refusal"]),
+                json_value(),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(ty, fields)| {
+            let mut m: Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            m.insert("type".into(), json!(ty));
+            Value::Object(m)
+        })
+        .boxed();
+    let content = prop_oneof![json_value(), vec(part.clone(), 0..3).prop_map(Value::Array)];
+    (
+        option::of(select(vec![
+            "message",
+            "function_call",
+            "function_call_output",
+            "reasoning",
+            "item_reference",
+            "web_search_call",
+            "",
+        ])),
+        option::of(select(vec![
+            "user",
+            "assistant",
+            "system",
+            "developer",
+            "tool",
+            "",
+        ])),
+        option::of(content),
+        vec(
+            (
+                select(vec![
+                    "call_id",
+                    "name",
+                    "arguments",
+                    "output",
+                    "id",
+                    "status",
+                ]),
+                prop_oneof![
+                    json_value(),
+                    Just(json!("{}")),
+                    Just(json!("call_1")),
+                    vec(part, 0..2).prop_map(Value::Array)
+                ],
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(ty, role, content, rest)| {
+            let mut m: Map<String, Value> =
+                rest.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if let Some(t) = ty {
+                m.insert("type".into(), json!(t));
+            }
+            if let Some(r) = role {
+                m.insert("role".into(), json!(r));
+            }
+            if let Some(c) = content {
+                m.insert("content".into(), c);
+            }
+            Value::Object(m)
+        })
+}
+
+/// Items with the shape the translation accepts, and values at its edges:
+/// calls whose arguments are not an object, images with odd URLs.
+fn responses_item_well_formed() -> impl Strategy<Value = Value> {
+    let args = select(vec![
+        "{}",
+        "",
+        " ",
+        "[1]",
+        "{\"a\":1}",
+        "x",
+        "null",
+        "\"s\"",
+    ]);
+    let url = select(vec![
+        "https://example.com/a.png",
+        "http://x",
+        "ftp://x/y.png",
+        "data:image/png;base64,AAAA",
+        "data:;base64,",
+        "data:image/png,AAAA",
+        "",
+    ]);
+    prop_oneof![
+        args.prop_map(
+            |a| json!({"type": "function_call", "call_id": "c:1", "name": "f", "arguments": a})
+        ),
+        url.prop_map(
+            |u| json!({"role": "user", "content": [{"type": "input_image", "image_url": u}]})
+        ),
+        select(vec!["user", "assistant", "system", "developer"])
+            .prop_map(|r| json!({"role": r, "content": [{"type": "input_text", "text": "t"}]})),
+        Just(json!({"type": "function_call_output", "call_id": "c:1", "output": "ok"})),
+    ]
+}
+
+/// A chat chunk event as a provider's chat stream hands it out: deltas
+/// with content, refusals and tool calls (indexes, ids, name and argument
+/// fragments), finish reasons, usage chunks, and the odd malformed one.
+fn chat_chunk() -> impl Strategy<Value = Vec<u8>> {
+    let tool = (
+        0u64..3,
+        option::of(select(vec!["call_1", "call_2", ""])),
+        option::of(select(vec!["get_", "weather", ""])),
+        option::of("[{}\\\":a-z ]{0,6}"),
+    )
+        .prop_map(|(i, id, name, args)| {
+            let mut f = Map::new();
+            if let Some(n) = name {
+                f.insert("name".into(), json!(n));
+            }
+            if let Some(a) = args {
+                f.insert("arguments".into(), json!(a));
+            }
+            let mut t = json!({"index": i, "function": f});
+            if let Some(id) = id {
+                t["id"] = json!(id);
+            }
+            t
+        });
+    let delta = (
+        option::of(any::<String>()),
+        option::of(select(vec!["no", ""])),
+        vec(tool, 0..2),
+    )
+        .prop_map(|(content, refusal, tools)| {
+            let mut d = json!({});
+            if let Some(c) = content {
+                d["content"] = json!(c);
+            }
+            if let Some(r) = refusal {
+                d["refusal"] = json!(r);
+            }
+            if !tools.is_empty() {
+                d["tool_calls"] = json!(tools);
+            }
+            d
+        });
+    prop_oneof![
+        8 => (delta, option::of(select(vec!["stop", "length", "tool_calls", "content_filter", "x"])))
+            .prop_map(|(d, f)| json!({"choices": [{"index": 0, "delta": d, "finish_reason": f}]})),
+        1 => any::<u64>().prop_map(|n| json!({"choices": [], "usage": {"prompt_tokens": n, "completion_tokens": n, "total_tokens": n}})),
+        1 => json_value(),
+    ]
+    .prop_map(|v| format!("data: {v}\n\n").into_bytes())
+}
+
+proptest! {
+    /// Any Responses request translates to a chat request, or to a 400
+    /// naming a field; never a panic. On an Anthropic provider, what the
+    /// translation lets through the Anthropic translation never refuses
+    /// (so every 400 names the Responses field, not a chat one).
+    #[test]
+    fn responses_request_translates_or_is_a_400_naming_a_field(
+        input in prop_oneof![
+            1 => json_value(),
+            4 => vec(prop_oneof![responses_item(), responses_item_well_formed()], 0..5)
+                .prop_map(Value::Array),
+        ],
+        extra in vec((select(vec!["instructions", "tools", "tool_choice", "parallel_tool_calls",
+            "max_output_tokens", "temperature", "text", "reasoning", "include", "top_logprobs",
+            "background", "user", "stream", "previous_response_id"]), json_value()), 0..4),
+        anthropic in any::<bool>(),
+    ) {
+        let mut body = json!({"model": "m", "input": input});
+        for (k, v) in extra {
+            body[k] = v;
+        }
+        let Some(out) = responses_to_chat(body.to_string().as_bytes(), anthropic) else {
+            return Ok(()); // refused by the proxy's own checks
+        };
+        match out {
+            Ok(chat) => {
+                prop_assert!(chat["messages"].as_array().is_some_and(|m| !m.is_empty()));
+                if anthropic {
+                    let a = anthropic_request(chat.to_string().as_bytes(), "claude-x", 4096);
+                    prop_assert!(matches!(a, Some(Ok(_))), "{} -> {:?}", chat, a);
+                }
+            }
+            Err(ProviderError::Refused { error }) => {
+                prop_assert_eq!(&error["type"], "invalid_request_error");
+                prop_assert!(error["param"].as_str().is_some_and(|p| !p.is_empty()), "{}", error);
+            }
+            Err(other) => prop_assert!(false, "not a refusal: {:?}", other),
+        }
+    }
+
+    /// Any chat stream becomes Responses events with `sequence_number`
+    /// 0, 1, 2, … (the failure events too), each one event with an
+    /// `event:` line naming its `type`, created first; a complete stream
+    /// ends with exactly one terminal event and nothing after it.
+    #[test]
+    fn responses_stream_events_are_numbered_and_end_once(chunks in vec(chat_chunk(), 0..12)) {
+        let (events, err, failure) = responses_stream(&chunks);
+        let mut all = events.clone();
+        if err.is_some() {
+            all.push(failure.clone());
+        }
+        let mut seq = 0u64;
+        let mut terminal = 0;
+        for (i, ev) in all.iter().enumerate() {
+            let text = std::str::from_utf8(ev).unwrap();
+            let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
+            prop_assert!(i == events.len() || blocks.len() == 1, "one event per call: {}", text);
+            for b in blocks {
+                let mut lines = b.lines();
+                let name = lines.next().and_then(|l| l.strip_prefix("event: ")).unwrap();
+                let v: Value = serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+                prop_assert_eq!(&v["type"], name);
+                prop_assert_eq!(&v["sequence_number"], &json!(seq));
+                if seq == 0 {
+                    prop_assert_eq!(name, "response.created");
+                }
+                seq += 1;
+                terminal += usize::from(matches!(name, "response.completed" | "response.incomplete" | "response.failed"));
+            }
+        }
+        prop_assert_eq!(terminal, 1);
+        if err.is_none() {
+            prop_assert!(failure.is_empty(), "nothing after the terminal event");
+        }
     }
 }
 

@@ -21,6 +21,12 @@ pub mod retrieve;
 mod stream;
 pub mod translate;
 
+/// Entry points for `crate::fuzzing` (property tests and fuzz targets).
+pub(crate) mod fuzz {
+    pub(crate) use super::request::to_chat;
+    pub(crate) use super::stream::fuzz::stream;
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 

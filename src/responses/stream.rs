@@ -88,7 +88,7 @@ impl<'a> ChatToResponses<'a> {
             inner,
             base: skeleton(req, &hex, created_at, "in_progress"),
             hex,
-            enc: Encoder::default(),
+            enc: Encoder::new(),
             queue: VecDeque::new(),
             started: false,
             ended: false,
@@ -523,6 +523,52 @@ impl ChatStream for ChatToResponses<'_> {
             r.insert("usage".into(), usage_of(Some(u)));
         }
         failure_events(&mut self.enc, r, err)
+    }
+}
+
+/// A chat stream of given events, for `crate::fuzzing`.
+pub(crate) mod fuzz {
+    use std::collections::VecDeque;
+
+    use super::ChatToResponses;
+    use crate::error::{ErrorKind, ProviderError, ProxyError};
+    use crate::openai::{ApiRequest, Endpoint};
+    use crate::providers::ChatStream;
+
+    struct Given(VecDeque<Vec<u8>>);
+
+    impl ChatStream for Given {
+        fn next_event(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
+            Ok(self.0.pop_front())
+        }
+        fn finish(&mut self) {}
+        fn usage(&self) -> Option<crate::metrics::Usage> {
+            None
+        }
+        fn failure_event(&mut self, _: &ProxyError) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+
+    /// See `crate::fuzzing::responses_stream`.
+    pub(crate) fn stream(chunks: &[Vec<u8>]) -> (Vec<Vec<u8>>, Option<ProviderError>, Vec<u8>) {
+        let req = ApiRequest::parse(
+            Endpoint::Responses,
+            br#"{"model":"m","input":"hi","stream":true}"#,
+        )
+        .expect("a valid request");
+        let inner = Box::new(Given(chunks.iter().cloned().collect()));
+        let mut s = ChatToResponses::new(inner, &req, "0".repeat(32), 1);
+        let mut events = Vec::new();
+        let err = loop {
+            match s.next_event() {
+                Ok(Some(e)) => events.push(e),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let failure = s.failure_event(&ProxyError::new(ErrorKind::UpstreamStream, "cut"));
+        (events, err, failure)
     }
 }
 
