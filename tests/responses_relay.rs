@@ -366,3 +366,102 @@ fn a_drain_ends_a_responses_stream_with_failed_and_error_events() {
     assert_eq!(error["code"], "server_shutting_down");
     assert_eq!(error["error"]["code"], "server_shutting_down");
 }
+
+/// An upstream that echoes its key in an in-band error (before output, so
+/// the request fails over) and in an error after output: the key reaches
+/// neither the client nor the trace-level log, whole or in part.
+#[test]
+fn keys_echoed_in_responses_error_events_reach_neither_client_nor_log() {
+    let key_a = "sk-a-secret-0123456789";
+    let echo = json!({"code": "invalid_api_key", "param": null,
+        "message": format!("Incorrect API key provided: {key_a}")});
+    let a = Fake::new(Reply::Stream {
+        events: vec![
+            event(
+                "response.created",
+                0,
+                json!({"response": response("resp_a", "in_progress")}),
+            ),
+            event("error", 1, echo.clone()),
+        ],
+        pace: None,
+        end: End::Eof,
+    });
+    let mut b_events = complete_stream("resp_b", "Hi");
+    b_events.truncate(5);
+    // After output the upstream's own error is passed on: with its key
+    // taken out.
+    let key_b = "sk-b-secret-0123456789";
+    let message = format!("Incorrect API key provided: {key_b}");
+    b_events.push(event(
+        "error",
+        5,
+        json!({"code": "server_error", "param": null, "message": message}),
+    ));
+    let b = Fake::new(Reply::Stream {
+        events: b_events,
+        pace: None,
+        end: End::Cut,
+    });
+    let mut bin = Logged::start(&config(&a, &b));
+    let r = call(
+        &bin.url,
+        "/v1/responses",
+        &[],
+        Some(r#"{"model":"m","input":"hi","stream":true}"#),
+    );
+    let log = bin.finish();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(!r.body.contains("resp_a"), "{}", r.body);
+    assert!(log.contains("provider a"), "the failover is logged:\n{log}");
+    assert!(r.body.contains("Incorrect API key provided"), "{}", r.body);
+    for key in [key_a, key_b] {
+        assert!(leaked_fragments(&r.body, key, 8).is_empty(), "{}", r.body);
+        assert!(leaked_fragments(&log, key, 8).is_empty(), "{log}");
+    }
+}
+
+/// A coding agent's request (here 150 KB of instructions) is echoed in both
+/// prelude events: 300 KB held, far past the 64 KiB that commits a chat
+/// stream, and an error after it still fails over.
+#[test]
+fn a_large_prelude_is_held_and_still_fails_over() {
+    let instructions = "Follow the repository's conventions. ".repeat(4096);
+    assert!(instructions.len() > 150_000);
+    let mut big = response("resp_big_a", "in_progress");
+    big["instructions"] = json!(instructions);
+    let a = Fake::new(Reply::Stream {
+        events: vec![
+            event("response.created", 0, json!({"response": big.clone()})),
+            event("response.in_progress", 1, json!({"response": big})),
+            event(
+                "response.failed",
+                2,
+                json!({"response": {"id": "resp_big_a", "status": "failed",
+                    "error": {"code": "server_error", "message": "overloaded"}}}),
+            ),
+        ],
+        pace: None,
+        end: End::Eof,
+    });
+    let b = Fake::new(Reply::Stream {
+        events: complete_stream("resp_big_b", "Done"),
+        pace: None,
+        end: End::Eof,
+    });
+    let p = Proxy::start(&config(&a, &b));
+    let body = json!({"model": "m", "input": "hi", "instructions": instructions, "stream": true});
+    let (r, events) = stream(&p, &body.to_string());
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-llm-proxy-provider"),
+        Some("b"),
+        "{}",
+        &r.body[..200.min(r.body.len())]
+    );
+    assert_eq!(r.header("x-llm-proxy-attempts"), Some("2"));
+    assert!(!r.body.contains("resp_big_a"));
+    assert_eq!(events.first().unwrap().1["response"]["id"], "resp_big_b");
+    assert_eq!(events.last().unwrap().0, "response.completed");
+}

@@ -11,7 +11,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, ProxyError, redact, truncate};
+use crate::error::{MAX_UPSTREAM_TEXT, ProviderError, ProxyError, redact, redact_value, truncate};
 use crate::metrics::Usage;
 use crate::openai::{ApiRequest, Endpoint};
 use crate::providers::{ChatStream, Upstream};
@@ -259,6 +259,23 @@ impl<'a> NativeStream<'a> {
         ))
     }
 
+    /// `data` with the provider's key taken out of every string (as
+    /// [`redact_value`] does for error bodies); unchanged, byte for byte,
+    /// when it has none.
+    fn without_key(&self, data: String) -> String {
+        let key = self.up.api_key.as_ref().map(|k| k.expose());
+        if redact(&data, key) == data {
+            return data;
+        }
+        match serde_json::from_str::<Value>(&data) {
+            Ok(mut v) => {
+                redact_value(&mut v, key);
+                v.to_string()
+            }
+            Err(_) => redact(&data, key),
+        }
+    }
+
     /// Note what the failure events and the metrics need from an event.
     fn observe(&mut self, ty: &str, data: &str) {
         match ty {
@@ -350,7 +367,7 @@ impl ChatStream for NativeStream<'_> {
                     "upstream closed the stream before response.completed".into(),
                 ));
             };
-            let Some(data) = ev.data else { continue };
+            let Some(mut data) = ev.data else { continue };
             if data.trim() == "[DONE]" {
                 // Some gateways end with it; after a terminal event it is
                 // never read (the stream has ended), so here none came.
@@ -378,6 +395,9 @@ impl ChatStream for NativeStream<'_> {
                         return Err(e);
                     }
                     self.ending = Ending::Failed(e);
+                    // Passed on in the upstream's words, but never with
+                    // its key, which an upstream may echo in an error.
+                    data = self.without_key(data);
                 }
                 "response.completed" | "response.incomplete" => {
                     self.observe(&ty, &data);
