@@ -17,12 +17,29 @@ Environment:
   SDK_CHECK_LIMITED_KEY  a client key of the proxy's `auth` allowed only
                      gpt-4o-mini with `rpm: 1`, unused so far; runs the
                      client-key checks (401, 429 as the SDK's errors)
+  SDK_CHECK_RESPONSES_MODELS  comma-separated models to run the Responses
+                     checks (`responses.*`) and the openai-agents checks
+                     (`agents.*`) on (default: SDK_CHECK_MODELS); the
+                     upstream must call the first function tool offered and,
+                     given its output, answer text quoting it (as
+                     llm-proxy-mock does)
+  SDK_CHECK_RESPONSES_NATIVE  a model on a native Responses provider: runs
+                     responses.retrieve (empty skips it)
+  SDK_CHECK_RESPONSES_TRANSLATED  comma-separated models on translating
+                     providers: runs responses.previous_id_refused on each
+  SDK_CHECK_FAILOVER  comma-separated MODEL=PROVIDER: a model whose first
+                     provider fails before its first output event, and the
+                     provider expected to answer on the second attempt
+                     (responses.failover[MODEL], JSON and stream)
+
+The agents checks need the `openai-agents` package; without it they fail.
 
 Prints `ok   <check>` or `FAIL <check>: <reason>` per check, then
 `N passed, M failed`, and exits non-zero if anything failed. Usually run by
 scripts/sdk-check.sh, which starts the proxy and a mock upstream first.
 """
 
+import asyncio
 import base64
 import json
 import math
@@ -262,6 +279,232 @@ def check_client_keys(limited_key):
         expect(h.get("x-ratelimit-reset-requests", "").endswith("s"), "x-ratelimit-reset-requests")
 
 
+WEATHER_FUNCTION = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
+}
+# What the weather tool "returns"; the upstream quotes it in its final answer.
+WEATHER_OUTPUT = "sunny, 21C"
+
+# A text answer's events, in the spec's order: one prelude, one message item.
+TEXT_EVENT_ORDER = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def expect_text_response(resp, what="output_text"):
+    expect(resp.object == "response", f"object {resp.object!r}")
+    expect(resp.id.startswith("resp_"), f"id {resp.id!r}")
+    expect(resp.status == "completed", f"status {resp.status!r}")
+    expect(resp.output and resp.output[0].type == "message", f"output {resp.output!r}")
+    expect(bool(resp.output_text), f"empty {what}")
+    expect(resp.usage is not None and resp.usage.total_tokens > 0, f"usage {resp.usage!r}")
+    expect(
+        resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens,
+        f"usage does not add up: {resp.usage!r}",
+    )
+
+
+def check_responses_string(client, model):
+    resp = client.responses.create(model=model, input="Say hello in one short sentence.")
+    expect_text_response(resp)
+
+
+def check_responses_instructions(client, model):
+    told = "Answer like a pirate"
+    resp = client.responses.create(
+        model=model, input="Say hello in one short sentence.", instructions=told
+    )
+    expect_text_response(resp)
+    expect(resp.instructions == told, f"instructions echoed as {resp.instructions!r}")
+    # The mock quotes the system prompt it got: the instructions arrived.
+    expect(told in resp.output_text, f"instructions did not arrive: {resp.output_text!r}")
+
+
+def weather_call(output):
+    calls = [item for item in output if item.type == "function_call"]
+    expect(len(calls) == 1, f"{len(calls)} function_call items in {output!r}")
+    call = calls[0]
+    parse_weather_call(call.name, call.arguments)
+    expect(bool(call.call_id), f"no call_id: {call!r}")
+    return call
+
+
+def check_responses_tool_roundtrip(client, model):
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.responses.create(model=model, input=question, tools=[WEATHER_FUNCTION])
+    expect(first.status == "completed", f"status {first.status!r}")
+    call = weather_call(first.output)
+    # As the SDK's docs do: the output items go back as input, with the result.
+    echoed = [item.model_dump(exclude_none=True) for item in first.output]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": WEATHER_OUTPUT}
+    final = client.responses.create(
+        model=model, input=question + echoed + [result], tools=[WEATHER_FUNCTION]
+    )
+    expect_text_response(final)
+    expect(WEATHER_OUTPUT in final.output_text, f"tool output not used: {final.output_text!r}")
+
+
+def check_event_stream(events):
+    """The events of one text answer: spec order, one prelude, sequence
+    numbers increasing, deltas that add up to the completed text."""
+    types = [e.type for e in events]
+    expect(types.count("response.created") == 1, f"{types.count('response.created')} created events")
+    expect(types[0] == "response.created", f"first event {types[0]!r}")
+    seqs = [e.sequence_number for e in events]
+    expect(all(a < b for a, b in zip(seqs, seqs[1:])), f"sequence numbers {seqs}")
+    collapsed = [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
+    expect(collapsed == TEXT_EVENT_ORDER, f"event order {collapsed}")
+    ids = {e.response.id for e in events if hasattr(e, "response")}
+    expect(len(ids) == 1, f"lifecycle events carry ids {ids}")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    done = events[-1].response
+    expect(done.status == "completed", f"status {done.status!r}")
+    expect(text and done.output_text == text, f"deltas {text!r}, completed {done.output_text!r}")
+    expect(done.usage is not None and done.usage.total_tokens > 0, f"usage {done.usage!r}")
+    return done
+
+
+def check_responses_create_stream(client, model):
+    stream = client.responses.create(
+        model=model, input="Say hello in one short sentence.", stream=True
+    )
+    check_event_stream(list(stream))
+
+
+def check_responses_stream_final(client, model):
+    with client.responses.stream(
+        model=model, input="Say hello in one short sentence.", instructions="Be brief"
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    expect_text_response(final)
+    expect(final.output_text == "".join(deltas), "final text differs from the deltas")
+
+
+def check_responses_stream_tool(client, model):
+    stream = client.responses.create(
+        model=model,
+        input=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_FUNCTION],
+        stream=True,
+    )
+    events = list(stream)
+    types = [e.type for e in events]
+    expect(types[0] == "response.created" and types[-1] == "response.completed", f"events {types}")
+    args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    expect(len(done) == 1, f"{len(done)} arguments.done events")
+    expect(done[0].arguments == args, f"deltas {args!r}, done {done[0].arguments!r}")
+    parse_weather_call(done[0].name, done[0].arguments)
+    weather_call(events[-1].response.output)
+
+
+def check_responses_failover(client, model, provider):
+    raw = client.responses.with_raw_response.create(model=model, input="Say hello.")
+    h = raw.headers
+    expect(h.get("x-llm-proxy-attempts") == "2", f"attempts {h.get('x-llm-proxy-attempts')!r}")
+    expect(h.get("x-llm-proxy-provider") == provider, f"provider {h.get('x-llm-proxy-provider')!r}")
+    expect_text_response(raw.parse())
+    # A stream fails over too: the failed provider's held prelude never
+    # reaches the client, which sees one response.created.
+    with client.responses.with_streaming_response.create(
+        model=model, input="Say hello.", stream=True
+    ) as raw:
+        h = raw.headers
+        expect(h.get("x-llm-proxy-attempts") == "2", f"stream attempts {h.get('x-llm-proxy-attempts')!r}")
+        expect(h.get("x-llm-proxy-provider") == provider, f"stream provider {h.get('x-llm-proxy-provider')!r}")
+        check_event_stream(list(raw.parse()))
+
+
+def check_responses_retrieve(client, model):
+    made = client.responses.create(model=model, input="Remember me.")
+    got = client.responses.with_raw_response.retrieve(made.id)
+    resp = got.parse()
+    expect(resp.id == made.id, f"retrieved {resp.id!r} for {made.id!r}")
+    expect(resp.output_text, "retrieved response has no text")
+    expect(got.headers.get("x-llm-proxy-provider"), "no x-llm-proxy-provider")
+    # Narrowed to the model's providers.
+    narrowed = client.responses.retrieve(made.id, extra_query={"model": model})
+    expect(narrowed.id == made.id, f"retrieved {narrowed.id!r} with ?model=")
+    # Narrowed, so that only providers that answer are asked (an unknown id
+    # is "not found" only when every candidate could say so).
+    try:
+        client.responses.retrieve("resp_sdk_check_unknown", extra_query={"model": model})
+        raise CheckFailed("an unknown id was found")
+    except openai.NotFoundError as e:
+        expect(e.status_code == 404, f"status {e.status_code}")
+
+
+def check_previous_id_refused(client, model):
+    try:
+        client.responses.create(model=model, input="And then?", previous_response_id="resp_abc")
+        raise CheckFailed("previous_response_id accepted by a translating provider")
+    except openai.BadRequestError as e:
+        expect(e.param == "previous_response_id", f"param {e.param!r}, body {e.body!r}")
+        expect("previous_response_id" in str(e.message), f"message {e.message!r}")
+
+
+def weather_agent(model):
+    import agents
+
+    @agents.function_tool
+    def get_weather(location: str) -> str:
+        """Current weather for a city."""
+        return f"{WEATHER_OUTPUT} in {location}"
+
+    return agents.Agent(
+        name="weather", instructions="Answer with the weather.", model=model, tools=[get_weather]
+    )
+
+
+def setup_agents():
+    import agents
+
+    agents.set_tracing_disabled(True)
+    agents.set_default_openai_client(openai.AsyncOpenAI(max_retries=0, timeout=30))
+    agents.set_default_openai_api("responses")
+
+
+def check_agents_run_sync(model):
+    import agents
+
+    setup_agents()
+    result = agents.Runner.run_sync(weather_agent(model), "What is the weather in Paris?")
+    expect(f"{WEATHER_OUTPUT} in Paris" in str(result.final_output), f"final {result.final_output!r}")
+    calls = [i for i in result.new_items if i.type == "tool_call_item"]
+    expect(len(calls) == 1, f"{len(calls)} tool calls")
+
+
+def check_agents_run_streamed(model):
+    import agents
+
+    setup_agents()
+
+    async def run():
+        result = agents.Runner.run_streamed(weather_agent(model), "What is the weather in Paris?")
+        kinds = [e.type async for e in result.stream_events()]
+        return result, kinds
+
+    result, kinds = asyncio.run(run())
+    expect("raw_response_event" in kinds, f"no raw events: {set(kinds)}")
+    expect(f"{WEATHER_OUTPUT} in Paris" in str(result.final_output), f"final {result.final_output!r}")
+
+
 def main():
     for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
         if not os.environ.get(var):
@@ -303,6 +546,39 @@ def main():
     limited_key = os.environ.get("SDK_CHECK_LIMITED_KEY")
     if limited_key:
         checks.append(("client-keys", lambda: check_client_keys(limited_key)))
+    responses_models = [
+        m.strip()
+        for m in os.environ.get("SDK_CHECK_RESPONSES_MODELS", ",".join(models)).split(",")
+        if m.strip()
+    ]
+    for model in responses_models:
+        checks += [
+            (f"responses.string[{model}]", lambda m=model: check_responses_string(client, m)),
+            (f"responses.instructions[{model}]", lambda m=model: check_responses_instructions(client, m)),
+            (f"responses.tool_roundtrip[{model}]", lambda m=model: check_responses_tool_roundtrip(client, m)),
+            (f"responses.create_stream[{model}]", lambda m=model: check_responses_create_stream(client, m)),
+            (f"responses.stream_final[{model}]", lambda m=model: check_responses_stream_final(client, m)),
+            (f"responses.stream_tool[{model}]", lambda m=model: check_responses_stream_tool(client, m)),
+        ]
+    for pair in os.environ.get("SDK_CHECK_FAILOVER", "").split(","):
+        if "=" in pair:
+            model, provider = (x.strip() for x in pair.split("=", 1))
+            checks.append(
+                (f"responses.failover[{model}]", lambda m=model, p=provider: check_responses_failover(client, m, p))
+            )
+    native = os.environ.get("SDK_CHECK_RESPONSES_NATIVE", "").strip()
+    if native:
+        checks.append((f"responses.retrieve[{native}]", lambda: check_responses_retrieve(client, native)))
+    for model in os.environ.get("SDK_CHECK_RESPONSES_TRANSLATED", "").split(","):
+        if model.strip():
+            checks.append(
+                (f"responses.previous_id_refused[{model.strip()}]", lambda m=model.strip(): check_previous_id_refused(client, m))
+            )
+    for model in responses_models:
+        checks += [
+            (f"agents.run_sync[{model}]", lambda m=model: check_agents_run_sync(m)),
+            (f"agents.run_streamed[{model}]", lambda m=model: check_agents_run_streamed(m)),
+        ]
     if only:
         checks = [(n, c) for n, c in checks if any(n.startswith(p) for p in only)]
 

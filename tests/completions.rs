@@ -26,6 +26,9 @@ const CASE: Case = Case {
     body: |model| json!({"model": model, "prompt": "Say this is a test", "max_tokens": 7}),
     answer,
     schema: "CreateCompletionResponse",
+    openai_yaml: "",
+    refused_body: r#"{"model":"m"}"#,
+    azure_path: None,
 };
 
 /// Text completion chunks, as vLLM sends them.

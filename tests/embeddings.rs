@@ -22,6 +22,9 @@ const CASE: Case = Case {
     body: |model| json!({"model": model, "input": ["one", "two"], "encoding_format": "float"}),
     answer,
     schema: "CreateEmbeddingResponse",
+    openai_yaml: "",
+    refused_body: r#"{"model":"m"}"#,
+    azure_path: None,
 };
 
 #[test]

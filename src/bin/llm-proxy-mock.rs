@@ -45,6 +45,14 @@ OPTIONS:
     --api-key KEY             require `Authorization: Bearer KEY` (OpenAI routes)
                               or `x-api-key: KEY` (/v1/messages)
     --threads N               threads receiving requests [default: max(8, 2 x cores)]
+    --responses-error-first CODE
+                              every POST /responses fails with CODE (e.g.
+                              insufficient_quota): a stream sends
+                              response.created, response.in_progress, then an
+                              `error` event with that code; JSON answers 429
+    --cut-after N             every event stream stops after N events and the
+                              connection closes without ending the body (no
+                              [DONE], no response.completed, no last chunk)
     -h, --help                print this help
 
 ROUTES:
@@ -56,6 +64,15 @@ ROUTES:
                                tokens; n, echo, max_tokens, stream, include_usage)
     POST /v1/embeddings        OpenAI Embeddings (input string, list or tokens;
                                encoding_format float or base64, dimensions)
+    POST /v1/responses         OpenAI Responses, native (JSON and stream, function
+                               tools); also at /openai/v1/responses (Azure v1)
+    GET  /v1/responses/ID      a response this mock made (ids resp_NAME_N), else
+                               404; also at /openai/v1/responses/ID
+
+Tools: a chat, messages or responses request that offers tools gets a call
+of the first one, unless its input already ends with a tool result (OpenAI
+`role: tool`, Anthropic `tool_result`, Responses `function_call_output`):
+then it answers text quoting that result, so tool round trips finish.
 
 On start it prints one line to stdout:
     llm-proxy-mock NAME listening on http://HOST:PORT
@@ -95,6 +112,10 @@ struct Opts {
     fail_rate: f64,
     api_key: Option<String>,
     threads: usize,
+    /// `--responses-error-first`: the code every Responses request fails with.
+    responses_error_first: Option<String>,
+    /// `--cut-after`: events sent before a stream is cut.
+    cut_after: Option<usize>,
 }
 
 impl Default for Opts {
@@ -111,6 +132,8 @@ impl Default for Opts {
             fail_rate: 0.0,
             api_key: None,
             threads: (2 * cores).max(8),
+            responses_error_first: None,
+            cut_after: None,
         }
     }
 }
@@ -162,6 +185,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
                     return Err("--threads must be at least 1".to_string());
                 }
             }
+            "--responses-error-first" => opts.responses_error_first = Some(value()?),
+            "--cut-after" => opts.cut_after = Some(number(&flag, &value()?)?),
             _ => return Err(format!("unknown argument `{flag}`")),
         }
     }
@@ -318,6 +343,9 @@ enum Reply {
     Json(u16, Vec<u8>),
     /// SSE frames, each already formatted (`data: ...\n\n`).
     Stream(Vec<String>),
+    /// SSE frames, then the connection closes without ending the body
+    /// (`--cut-after`).
+    Cut(Vec<String>),
 }
 
 /// Shared state of the server.
@@ -368,6 +396,14 @@ impl Mock {
             (Method::Post, "/v1/messages") => self.chat(&mut request, Api::Anthropic),
             (Method::Post, "/v1/completions") => self.completions(&mut request),
             (Method::Post, "/v1/embeddings") => self.embeddings(&mut request),
+            (Method::Post, "/v1/responses" | "/openai/v1/responses") => {
+                self.responses(&mut request)
+            }
+            (Method::Get, p) if response_id(p).is_some() => {
+                let id = response_id(p).unwrap_or_default().to_string();
+                self.check_auth(&request, Api::OpenAi)
+                    .unwrap_or_else(|| self.retrieve(&id))
+            }
             (method, _) => openai_error(
                 404,
                 &format!("Unknown request URL: {method} {path}"),
@@ -377,7 +413,17 @@ impl Mock {
             ),
         };
 
-        let waits = matches!(reply, Reply::Stream(_))
+        let reply = match (reply, self.opts.cut_after) {
+            (Reply::Stream(mut frames), Some(n)) => {
+                frames.truncate(n);
+                // What the client sends after this is never read: the
+                // connection ends with the cut stream.
+                request.stop_reading_ahead();
+                Reply::Cut(frames)
+            }
+            (reply, _) => reply,
+        };
+        let waits = matches!(reply, Reply::Stream(_) | Reply::Cut(_))
             || (!self.opts.delay.is_zero() && matches!(reply, Reply::Json(200, _)));
         if !waits {
             send(request, reply, Duration::ZERO, Duration::ZERO);
@@ -491,6 +537,7 @@ impl Mock {
             return bad_request(api, "max_tokens: Field required", Some("max_tokens"));
         }
 
+        let tool_result = last_tool_result(messages, api);
         let call = Call {
             n,
             name: &self.opts.name,
@@ -501,8 +548,13 @@ impl Mock {
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
                 == Some(true),
-            tool: first_tool_name(&body, api),
+            tool: match tool_result {
+                Some(_) => None,
+                None => first_tool_name(&body, api),
+            },
             said: last_user_text(messages),
+            told: system_text(&body, api),
+            tool_result,
             prompt_tokens: (serde_json::to_string(messages).map_or(0, |s| s.len()) / 4).max(1),
             chunks: self.opts.stream_chunks,
         };
@@ -524,6 +576,63 @@ impl Mock {
         match TextCompletion::parse(&body, &self.opts) {
             Ok(c) if c.stream => Reply::Stream(c.stream_frames(n, unix_now())),
             Ok(c) => Reply::Json(200, c.json(n, unix_now())),
+            Err(BadParam(message, param)) => bad_request(Api::OpenAi, &message, param.as_deref()),
+        }
+    }
+
+    /// `POST /v1/responses` (and Azure's `/openai/v1/responses`): a native
+    /// Response, as JSON or as an event stream in the spec's order.
+    fn responses(&self, request: &mut Request) -> Reply {
+        let (n, body) = match self.begin(request, Api::OpenAi) {
+            Ok(begun) => begun,
+            Err(reply) => return reply,
+        };
+        let call = match ResponsesCall::parse(&body, n, &self.opts) {
+            Ok(call) => call,
+            Err(BadParam(message, param)) => {
+                return bad_request(Api::OpenAi, &message, param.as_deref());
+            }
+        };
+        match (&self.opts.responses_error_first, call.stream) {
+            (Some(code), true) => Reply::Stream(call.error_first_stream(code)),
+            (Some(code), false) => openai_error(
+                429,
+                &format!(
+                    "mock {}: failing every response with {code}",
+                    self.opts.name
+                ),
+                code,
+                None,
+                Some(code),
+            ),
+            (None, true) => Reply::Stream(call.stream_frames()),
+            (None, false) => Reply::Json(200, json_bytes(&call.response("completed"))),
+        }
+    }
+
+    /// `GET /v1/responses/{id}`: the mock stores nothing, but it can rebuild
+    /// a plain text response for an id it minted (`resp_NAME_N`, N no more
+    /// than the requests it has seen); any other id is 404, as OpenAI says.
+    fn retrieve(&self, id: &str) -> Reply {
+        let seen = self.requests.load(Ordering::Relaxed);
+        let minted = id
+            .strip_prefix("resp_")
+            .and_then(|rest| rest.strip_prefix(self.opts.name.as_str()))
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| (1..=seen).contains(n));
+        let Some(n) = minted else {
+            return openai_error(
+                404,
+                &format!("No response found with id '{id}'."),
+                "invalid_request_error",
+                None,
+                None,
+            );
+        };
+        let body = json!({"model": "mock-model", "input": "retrieve"});
+        match ResponsesCall::parse(&body, n, &self.opts) {
+            Ok(call) => Reply::Json(200, json_bytes(&call.response("completed"))),
             Err(BadParam(message, param)) => bad_request(Api::OpenAi, &message, param.as_deref()),
         }
     }
@@ -553,6 +662,12 @@ struct Call<'a> {
     tool: Option<String>,
     /// Start of the last user message, echoed back.
     said: String,
+    /// Start of the tool result that ends the conversation, if it does:
+    /// the answer is then text quoting it.
+    tool_result: Option<String>,
+    /// Start of the system prompt, if any: the answer quotes it too, so
+    /// checks can see that instructions arrived.
+    told: Option<String>,
     prompt_tokens: usize,
     chunks: usize,
 }
@@ -563,7 +678,20 @@ impl Call<'_> {
     }
 
     fn greeting(&self) -> String {
-        format!("Hello from {}! You said: \"{}\". ", self.name, self.said)
+        let mut greeting = match &self.tool_result {
+            Some(result) => format!("Hello from {}! The tool said: \"{result}\". ", self.name),
+            None => format!("Hello from {}! You said: \"{}\". ", self.name, self.said),
+        };
+        if let Some(told) = &self.told {
+            greeting.push_str(&format!("You told me: \"{told}\". "));
+        }
+        greeting
+    }
+
+    /// Whether a stream quotes the greeting (a tool result or a system
+    /// prompt to show); plain streams skip it and stay the benchmarks' size.
+    fn quotes(&self) -> bool {
+        self.tool_result.is_some() || self.told.is_some()
     }
 
     /// Content of the `i`th streamed delta: the words of the greeting and the
@@ -578,11 +706,17 @@ impl Call<'_> {
     }
 
     fn stream_words(&self) -> Vec<String> {
-        let text = format!("Hello from {}! {LOREM}", self.name);
+        let text = match self.quotes() {
+            // All of the quote, however many chunks that takes.
+            true => format!("{}{LOREM}", self.greeting()),
+            false => format!("Hello from {}! {LOREM}", self.name),
+        };
         let words: Vec<&str> = text.split_whitespace().collect();
-        (0..self.chunks)
-            .map(|i| Self::stream_piece(&words, i))
-            .collect()
+        let count = match self.quotes() {
+            true => self.chunks.max(self.greeting().split_whitespace().count()),
+            false => self.chunks,
+        };
+        (0..count).map(|i| Self::stream_piece(&words, i)).collect()
     }
 
     fn openai_completion(&self) -> Vec<u8> {
@@ -807,6 +941,331 @@ impl Call<'_> {
     }
 }
 
+/// The response id in `/v1/responses/{id}` or `/openai/v1/responses/{id}`.
+fn response_id(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/v1/responses/")
+        .or_else(|| path.strip_prefix("/openai/v1/responses/"))?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// One native `POST /v1/responses`, parsed: everything needed to render its
+/// Response object or its event stream.
+struct ResponsesCall {
+    id: String,
+    name: String,
+    created: u64,
+    stream: bool,
+    /// The function the mock calls: the first function tool offered, unless
+    /// the input already ends with a `function_call_output`.
+    tool: Option<String>,
+    /// The answer's text when no tool is called.
+    words: Vec<String>,
+    input_tokens: usize,
+    /// The request fields a Response echoes, already in the spec's shape.
+    echo: serde_json::Map<String, Value>,
+}
+
+impl ResponsesCall {
+    fn parse(body: &Value, n: u64, opts: &Opts) -> Result<ResponsesCall, BadParam> {
+        let model = model_of(body)?;
+        let input = body.get("input").unwrap_or(&Value::Null);
+        let items: Vec<Value> = match input {
+            Value::String(s) => vec![json!({"role": "user", "content": s})],
+            Value::Array(items) => items.clone(),
+            Value::Null => Vec::new(),
+            _ => {
+                return Err(bad_param(
+                    "input",
+                    "'input' must be a string or an array of items",
+                ));
+            }
+        };
+        let tool_output = items.last().and_then(|item| {
+            (item.get("type").and_then(Value::as_str) == Some("function_call_output")).then(|| {
+                first_text(item.get("output"))
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            })
+        });
+        let said: String = items
+            .iter()
+            .rev()
+            .find(|i| i.get("role").and_then(Value::as_str) == Some("user"))
+            .map(|i| first_text(i.get("content")).chars().take(40).collect())
+            .unwrap_or_default();
+        let tools: Vec<Value> = match body.get("tools") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(tools)) => tools.iter().map(normalise_tool).collect(),
+            Some(_) => return Err(bad_param("tools", "'tools' must be an array")),
+        };
+        let first_function = tools
+            .iter()
+            .find(|t| t["type"] == "function")
+            .and_then(|t| t["name"].as_str())
+            .map(str::to_string);
+        let tool = match tool_output {
+            Some(_) => None,
+            None => first_function,
+        };
+        let greeting = match &tool_output {
+            Some(out) => format!("Hello from {}! The tool said: \"{out}\".", opts.name),
+            None => format!("Hello from {}! You said: \"{said}\".", opts.name),
+        };
+        let told = match body.get("instructions") {
+            Some(Value::String(i)) => {
+                format!(
+                    " You told me: \"{}\".",
+                    i.chars().take(40).collect::<String>()
+                )
+            }
+            _ => String::new(),
+        };
+        let text = format!("{greeting}{told} {LOREM}");
+        let all: Vec<&str> = text.split_whitespace().collect();
+        let count = opts
+            .stream_chunks
+            .max(format!("{greeting}{told}").split_whitespace().count());
+        let words = (0..count).map(|i| Call::stream_piece(&all, i)).collect();
+
+        let field = |name: &str, default: Value| match body.get(name) {
+            None | Some(Value::Null) => default,
+            Some(v) => v.clone(),
+        };
+        let mut echo = serde_json::Map::new();
+        echo.insert("model".into(), json!(model));
+        echo.insert("instructions".into(), field("instructions", Value::Null));
+        echo.insert("tools".into(), json!(tools));
+        echo.insert("tool_choice".into(), field("tool_choice", json!("auto")));
+        echo.insert(
+            "parallel_tool_calls".into(),
+            field("parallel_tool_calls", json!(true)),
+        );
+        echo.insert("metadata".into(), field("metadata", json!({})));
+        echo.insert("temperature".into(), field("temperature", json!(1.0)));
+        echo.insert("top_p".into(), field("top_p", json!(1.0)));
+        echo.insert(
+            "max_output_tokens".into(),
+            field("max_output_tokens", Value::Null),
+        );
+        echo.insert(
+            "previous_response_id".into(),
+            field("previous_response_id", Value::Null),
+        );
+        echo.insert(
+            "reasoning".into(),
+            json!({"effort": body.pointer("/reasoning/effort").cloned().unwrap_or(Value::Null),
+                   "summary": null}),
+        );
+        echo.insert(
+            "text".into(),
+            json!({"format": body.pointer("/text/format").cloned()
+                .unwrap_or_else(|| json!({"type": "text"})), "verbosity": "medium"}),
+        );
+        echo.insert("truncation".into(), field("truncation", json!("disabled")));
+        echo.insert("store".into(), field("store", json!(true)));
+        echo.insert("background".into(), json!(false));
+        echo.insert("service_tier".into(), json!("default"));
+        if let Some(user) = body.get("user").filter(|u| u.is_string()) {
+            echo.insert("user".into(), user.clone());
+        }
+        Ok(ResponsesCall {
+            id: format!("resp_{}_{n}", opts.name),
+            name: opts.name.clone(),
+            created: unix_now(),
+            stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+            tool,
+            words,
+            input_tokens: (input.to_string().len() / 4).max(1),
+            echo,
+        })
+    }
+
+    fn message_id(&self) -> String {
+        format!("msg_{}", &self.id["resp_".len()..])
+    }
+
+    fn call_id(&self) -> String {
+        format!("call_{}", &self.id["resp_".len()..])
+    }
+
+    fn function_id(&self) -> String {
+        format!("fc_{}", &self.id["resp_".len()..])
+    }
+
+    fn output_tokens(&self) -> usize {
+        match self.tool {
+            Some(_) => 12,
+            None => self.words.len(),
+        }
+    }
+
+    /// The one output item, as it is when done (`status` completed), or as
+    /// it is announced (`in_progress`, nothing in it yet).
+    fn item(&self, done: bool) -> Value {
+        let status = if done { "completed" } else { "in_progress" };
+        match &self.tool {
+            Some(name) => json!({
+                "type": "function_call",
+                "id": self.function_id(),
+                "call_id": self.call_id(),
+                "name": name,
+                "arguments": if done { TOOL_ARGUMENTS } else { "" },
+                "status": status,
+            }),
+            None => json!({
+                "type": "message",
+                "id": self.message_id(),
+                "status": status,
+                "role": "assistant",
+                "content": if done { json!([self.text_part(&self.words.concat())]) } else { json!([]) },
+            }),
+        }
+    }
+
+    fn text_part(&self, text: &str) -> Value {
+        json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    }
+
+    /// The Response object. `in_progress` has no output and no usage (the
+    /// spec's `usage` is not nullable, so it is left out rather than null).
+    fn response(&self, status: &str) -> Value {
+        let done = status == "completed";
+        let mut r = serde_json::Map::new();
+        r.insert("id".into(), json!(self.id));
+        r.insert("object".into(), json!("response"));
+        r.insert("created_at".into(), json!(self.created));
+        r.insert("status".into(), json!(status));
+        r.insert(
+            "completed_at".into(),
+            if done { json!(unix_now()) } else { Value::Null },
+        );
+        r.insert("error".into(), Value::Null);
+        r.insert("incomplete_details".into(), Value::Null);
+        r.extend(self.echo.clone());
+        r.insert(
+            "output".into(),
+            if done {
+                json!([self.item(true)])
+            } else {
+                json!([])
+            },
+        );
+        if done {
+            let out = self.output_tokens();
+            r.insert(
+                "usage".into(),
+                json!({
+                    "input_tokens": self.input_tokens,
+                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                    "output_tokens": out,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": self.input_tokens + out,
+                }),
+            );
+        }
+        Value::Object(r)
+    }
+
+    /// created, in_progress, the item's events, completed; `sequence_number`
+    /// from 0 and `event:` lines, as OpenAI sends them.
+    fn stream_frames(&self) -> Vec<String> {
+        let mut events = self.prelude();
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": 0,
+            "item": self.item(false)}),
+        );
+        match &self.tool {
+            Some(name) => {
+                let item_id = self.function_id();
+                for fragment in TOOL_ARGUMENT_FRAGMENTS {
+                    events.push(json!({"type": "response.function_call_arguments.delta",
+                        "item_id": item_id, "output_index": 0, "delta": fragment}));
+                }
+                events.push(json!({"type": "response.function_call_arguments.done",
+                    "item_id": item_id, "name": name, "output_index": 0,
+                    "arguments": TOOL_ARGUMENTS}));
+            }
+            None => {
+                let item_id = self.message_id();
+                let at = |mut e: Value| {
+                    e["item_id"] = json!(item_id);
+                    e["output_index"] = json!(0);
+                    e["content_index"] = json!(0);
+                    e
+                };
+                events.push(at(json!({"type": "response.content_part.added",
+                    "part": self.text_part("")})));
+                for word in &self.words {
+                    events.push(at(json!({"type": "response.output_text.delta",
+                        "delta": word, "logprobs": []})));
+                }
+                let text = self.words.concat();
+                events.push(at(json!({"type": "response.output_text.done",
+                    "text": text, "logprobs": []})));
+                events.push(at(json!({"type": "response.content_part.done",
+                    "part": self.text_part(&text)})));
+            }
+        }
+        events.push(
+            json!({"type": "response.output_item.done", "output_index": 0,
+            "item": self.item(true)}),
+        );
+        events.push(json!({"type": "response.completed", "response": self.response("completed")}));
+        numbered(events)
+    }
+
+    /// `--responses-error-first`: the prelude, then an `error` event, as
+    /// OpenAI streams `insufficient_quota`.
+    fn error_first_stream(&self, code: &str) -> Vec<String> {
+        let mut events = self.prelude();
+        events.push(json!({
+            "type": "error",
+            "code": code,
+            "message": format!("mock {}: failing every response with {code}", self.name),
+            "param": null,
+        }));
+        numbered(events)
+    }
+
+    fn prelude(&self) -> Vec<Value> {
+        let r = self.response("in_progress");
+        vec![
+            json!({"type": "response.created", "response": r}),
+            json!({"type": "response.in_progress", "response": r}),
+        ]
+    }
+}
+
+/// A function tool as a Response echoes it: `strict` and `parameters` are
+/// required there (both nullable), and clients often leave them out.
+fn normalise_tool(tool: &Value) -> Value {
+    let mut tool = tool.clone();
+    if let Some(t) = tool
+        .as_object_mut()
+        .filter(|t| t.get("type") == Some(&json!("function")))
+    {
+        t.entry("strict").or_insert(Value::Null);
+        t.entry("parameters").or_insert(Value::Null);
+        t.entry("description").or_insert(Value::Null);
+    }
+    tool
+}
+
+/// SSE frames with `event:` lines and `sequence_number` 0, 1, 2…
+fn numbered(events: Vec<Value>) -> Vec<String> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(seq, mut e)| {
+            e["sequence_number"] = json!(seq);
+            let ty = e["type"].as_str().unwrap_or_default().to_string();
+            sse_event(&ty, &e)
+        })
+        .collect()
+}
+
 /// Writes a reply after `delay`, pausing `interval` between SSE events.
 /// Write errors mean the client went away; there is nobody left to tell.
 fn send(request: Request, reply: Reply, delay: Duration, interval: Duration) {
@@ -827,6 +1286,9 @@ fn send(request: Request, reply: Reply, delay: Duration, interval: Duration) {
         }
         Reply::Stream(frames) => {
             let _ = write_stream(request, &frames, interval);
+        }
+        Reply::Cut(frames) => {
+            let _ = write_cut_stream(request, &frames, interval);
         }
     }
 }
@@ -879,6 +1341,25 @@ fn write_stream(request: Request, frames: &[String], interval: Duration) -> io::
         }
     }
     out.flush()
+}
+
+/// Like `write_stream`, but the body is never ended: chunks written by hand
+/// (the encoder would write the last chunk when dropped), then the
+/// connection closes, as an upstream that dies mid-stream does.
+fn write_cut_stream(request: Request, frames: &[String], interval: Duration) -> io::Result<()> {
+    let mut out = request.into_writer();
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 && !interval.is_zero() {
+            thread::sleep(interval);
+        }
+        write!(out, "{:x}\r\n{frame}\r\n", frame.len())?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
@@ -964,6 +1445,60 @@ fn last_user_text(messages: &[Value]) -> String {
         _ => "",
     };
     text.chars().take(40).collect()
+}
+
+/// The text of the tool result that ends the conversation, if it does: an
+/// OpenAI `role: tool` message, or an Anthropic user turn whose last block
+/// is a `tool_result`. Its first 40 characters, as `last_user_text`.
+fn last_tool_result(messages: &[Value], api: Api) -> Option<String> {
+    let last = messages.last()?;
+    let content = match api {
+        Api::OpenAi if last.get("role").and_then(Value::as_str) == Some("tool") => {
+            last.get("content")
+        }
+        Api::Anthropic if last.get("role").and_then(Value::as_str) == Some("user") => {
+            let block = last.get("content")?.as_array()?.last()?;
+            if block.get("type").and_then(Value::as_str) != Some("tool_result") {
+                return None;
+            }
+            block.get("content")
+        }
+        _ => return None,
+    };
+    Some(first_text(content).chars().take(40).collect())
+}
+
+/// The first 40 characters of the system prompt: OpenAI's first `system` or
+/// `developer` message, Anthropic's `system`.
+fn system_text(body: &Value, api: Api) -> Option<String> {
+    let content = match api {
+        Api::OpenAi => body
+            .get("messages")?
+            .as_array()?
+            .iter()
+            .find(|m| {
+                matches!(
+                    m.get("role").and_then(Value::as_str),
+                    Some("system" | "developer")
+                )
+            })?
+            .get("content"),
+        Api::Anthropic => body.get("system"),
+    };
+    let text = first_text(content);
+    (!text.is_empty()).then(|| text.chars().take(40).collect())
+}
+
+/// A string, or the joined `text` of an array of parts.
+fn first_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 fn unix_now() -> u64 {
@@ -1494,6 +2029,117 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    fn events(frames: &[String]) -> Vec<Value> {
+        frames
+            .iter()
+            .map(|f| {
+                let (event, data) = f.trim_end().split_once('\n').unwrap();
+                let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(event, format!("event: {}", v["type"].as_str().unwrap()));
+                v
+            })
+            .collect()
+    }
+
+    fn types(events: &[Value]) -> Vec<&str> {
+        events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn responses_stream_text_in_spec_order() {
+        let body = json!({"model": "m", "input": "hi", "instructions": "be brief", "stream": true});
+        let call = ResponsesCall::parse(&body, 4, &opts()).unwrap();
+        let ev = events(&call.stream_frames());
+        let t = types(&ev);
+        assert_eq!(
+            t[..4],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added"
+            ]
+        );
+        assert_eq!(
+            t[t.len() - 4..],
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ][..]
+        );
+        for (i, e) in ev.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i);
+        }
+        let deltas: String = ev
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert!(
+            deltas.starts_with("Hello from mock! You said: \"hi\". You told me: \"be brief\"."),
+            "{deltas}"
+        );
+        let done = &ev.last().unwrap()["response"];
+        assert_eq!(done["id"], "resp_mock_4");
+        assert_eq!(done["output"][0]["content"][0]["text"], deltas);
+        assert!(
+            ev[0]["response"].get("usage").is_none(),
+            "no usage: null in the prelude"
+        );
+        assert_eq!(done["usage"]["output_tokens"], json!(call.words.len()));
+    }
+
+    #[test]
+    fn responses_call_the_tool_until_its_output_comes_back() {
+        let tool = json!({"type": "function", "name": "get_weather"});
+        let first = json!({"model": "m", "input": "weather?", "tools": [tool]});
+        let call = ResponsesCall::parse(&first, 1, &opts()).unwrap();
+        let r = call.response("completed");
+        assert_eq!(r["output"][0]["type"], "function_call");
+        assert_eq!(r["output"][0]["arguments"], TOOL_ARGUMENTS);
+        assert_eq!(r["tools"][0]["strict"], Value::Null);
+        assert!(r["tools"][0].get("parameters").is_some());
+        let second = json!({"model": "m", "tools": [tool], "input": [
+            {"role": "user", "content": "weather?"},
+            r["output"][0],
+            {"type": "function_call_output", "call_id": "call_mock_1", "output": "sunny"},
+        ]});
+        let r = ResponsesCall::parse(&second, 2, &opts())
+            .unwrap()
+            .response("completed");
+        assert_eq!(r["output"][0]["type"], "message");
+        let text = r["output"][0]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("The tool said: \"sunny\""), "{text}");
+    }
+
+    #[test]
+    fn chat_and_messages_answer_text_after_a_tool_result() {
+        let openai = [
+            json!({"role": "user", "content": "weather?"}),
+            json!({"role": "tool", "tool_call_id": "c", "content": "sunny"}),
+        ];
+        assert_eq!(
+            last_tool_result(&openai, Api::OpenAi).as_deref(),
+            Some("sunny")
+        );
+        assert_eq!(last_tool_result(&openai[..1], Api::OpenAi), None);
+        let anthropic = [json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "rain"}]},
+        ]})];
+        assert_eq!(
+            last_tool_result(&anthropic, Api::Anthropic).as_deref(),
+            Some("rain")
+        );
+        assert_eq!(last_tool_result(&openai, Api::Anthropic), None);
+        let body = json!({"system": [{"type": "text", "text": "be brief"}]});
+        assert_eq!(
+            system_text(&body, Api::Anthropic).as_deref(),
+            Some("be brief")
+        );
     }
 
     #[test]

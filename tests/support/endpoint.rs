@@ -19,9 +19,34 @@ pub struct Case {
     pub answer: fn(tag: &str) -> Value,
     /// The spec schema of the answer.
     pub schema: &'static str,
+    /// YAML lines (indented under the provider) added to every `openai`
+    /// provider the case configures, e.g. `    responses: native\n`.
+    pub openai_yaml: &'static str,
+    /// A body (for model `m`) the proxy refuses with 400 naming `required`.
+    pub refused_body: &'static str,
+    /// Azure's path for deployment `up-az`: `None` is the deployment form
+    /// (`/openai/deployments/up-az{path}?api-version=…`, model in the path);
+    /// `Some(path)` is this path, with the deployment in the body's `model`.
+    pub azure_path: Option<&'static str>,
 }
 
 impl Case {
+    /// `config_for`, with `openai_yaml` on every `openai` provider.
+    fn config(&self, model: &str, providers: &[(&str, &str, &Fake)], extra: &str) -> String {
+        config_for(model, providers, extra).replace(
+            "    type: openai\n",
+            &format!("    type: openai\n{}", self.openai_yaml),
+        )
+    }
+
+    fn primary_backup(&self, primary: &Fake, backup: &Fake, extra: &str) -> Proxy {
+        Proxy::start(&self.config(
+            "m",
+            &[("primary", "openai", primary), ("backup", "openai", backup)],
+            extra,
+        ))
+    }
+
     fn post(&self, p: &Proxy, model: &str) -> Resp {
         p.post(self.path, &(self.body)(model).to_string())
     }
@@ -34,7 +59,7 @@ impl Case {
     /// body with only `model` replaced, at the endpoint's path.
     pub fn passes_through(&self) {
         let fake = self.ok("only");
-        let p = Proxy::start(&config_for("m", &[("up", "openai", &fake)], ""));
+        let p = Proxy::start(&self.config("m", &[("up", "openai", &fake)], ""));
         let mut sent = (self.body)("m");
         sent["x_unknown"] = json!({"nested": [1, 2.5, "é", null, true]});
         sent["user"] = json!("user-1234");
@@ -52,25 +77,32 @@ impl Case {
     /// Azure: the deployment in the path, `api-version`, `api-key`.
     pub fn azure_path(&self) {
         let fake = self.ok("az");
-        let p = Proxy::start(&config_for("m", &[("az", "azure", &fake)], ""));
+        let p = Proxy::start(&self.config("m", &[("az", "azure", &fake)], ""));
         let r = self.post(&p, "m");
         assert_eq!(r.status, 200, "{}", r.body);
         let got = &fake.requests()[0];
-        assert_eq!(
-            got.path,
-            format!(
-                "/openai/deployments/up-az{}?api-version=2024-10-21",
-                &self.path[3..]
-            )
-        );
+        match self.azure_path {
+            None => assert_eq!(
+                got.path,
+                format!(
+                    "/openai/deployments/up-az{}?api-version=2024-10-21",
+                    &self.path[3..]
+                )
+            ),
+            Some(path) => {
+                assert_eq!(got.path, path);
+                assert_eq!(got.json()["model"], "up-az");
+            }
+        }
         assert_eq!(got.header("api-key"), Some("sk-az-key-000001"));
+        assert_eq!(got.header("authorization"), None);
     }
 
     /// A 500 fails over to the backup, with the same headers as chat.
     pub fn fails_over(&self) {
         let primary = Fake::new(Reply::error(500, "boom"));
         let backup = self.ok("backup");
-        let p = primary_backup(&primary, &backup, "");
+        let p = self.primary_backup(&primary, &backup, "");
         let r = p.post_with(
             self.path,
             &(self.body)("m").to_string(),
@@ -88,7 +120,7 @@ impl Case {
     pub fn wrong_shape_fails_over(&self) {
         let primary = Fake::new(Reply::json(200, json!({"object": "nonsense"})));
         let backup = self.ok("backup");
-        let p = primary_backup(&primary, &backup, "");
+        let p = self.primary_backup(&primary, &backup, "");
         let r = self.post(&p, "m");
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-llm-proxy-provider"), Some("backup"));
@@ -98,7 +130,7 @@ impl Case {
     pub fn breaker_skips(&self) {
         let primary = Fake::new(Reply::error(503, "down"));
         let backup = self.ok("backup");
-        let p = primary_backup(
+        let p = self.primary_backup(
             &primary,
             &backup,
             "failover: {max_failures: 1, cooldown: 60}",
@@ -116,7 +148,7 @@ impl Case {
     /// Every provider failing: 503 in the OpenAI shape, no key anywhere.
     pub fn all_fail(&self) {
         let a = Fake::new(Reply::error(500, "bad key sk-a-key-000001"));
-        let p = Proxy::start(&config_for("m", &[("a", "openai", &a)], ""));
+        let p = Proxy::start(&self.config("m", &[("a", "openai", &a)], ""));
         let r = self.post(&p, "m");
         assert_eq!(r.status, 503, "{}", r.body);
         let e = r.error();
@@ -133,7 +165,7 @@ impl Case {
             json!({"error": {"message": "bad input for sk-primary-key-000001", "type": "invalid_request_error", "param": self.required, "code": "bad"}}),
         ));
         let backup = self.ok("backup");
-        let p = primary_backup(&primary, &backup, "failover: {max_failures: 1}");
+        let p = self.primary_backup(&primary, &backup, "failover: {max_failures: 1}");
         for _ in 0..2 {
             let r = self.post(&p, "m");
             assert_eq!(r.status, 400, "{}", r.body);
@@ -155,7 +187,7 @@ impl Case {
     /// malformed, missing the required field.
     pub fn refusals(&self) {
         let fake = self.ok("x");
-        let yaml = config_for(
+        let yaml = self.config(
             "m",
             &[("up", "openai", &fake)],
             "server: {max_body_bytes: 4096}",
@@ -177,7 +209,7 @@ impl Case {
             ),
             (p.post(self.path, "{"), 400, None, None),
             (
-                p.post(self.path, r#"{"model":"m"}"#),
+                p.post(self.path, self.refused_body),
                 400,
                 None,
                 Some(self.required),
@@ -204,7 +236,7 @@ impl Case {
                    "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}}),
         ));
         let openai = self.ok("openai");
-        let yaml = config_for(
+        let yaml = self.config(
             "m",
             &[("claude", "anthropic", &claude), ("oai", "openai", &openai)],
             "failover: {max_failures: 1}",
