@@ -131,7 +131,12 @@ impl<R: BufRead> SseReader<R> {
                         d.push('\n');
                         d.push_str(value);
                     }
-                    None => ev.data = Some(value.to_string()),
+                    // Room for the framing that `encode_owned` adds in place.
+                    None => {
+                        let mut d = String::with_capacity(value.len() + FRAMING);
+                        d.push_str(value);
+                        ev.data = Some(d);
+                    }
                 },
                 "event" => ev.name = Some(value.to_string()),
                 _ => {} // id, retry and unknown fields: not used by LLM APIs
@@ -162,6 +167,29 @@ pub fn encode(ev: &Event) -> Vec<u8> {
     }
     out.push(b'\n');
     out
+}
+
+/// Bytes that `data: ` and the blank line add to a one-line payload.
+const FRAMING: usize = b"data: \n\n".len();
+
+/// [`encode`], taking the event: an event that is one `data:` line (as
+/// every chat chunk is) is framed in its own buffer (sized for it by
+/// [`SseReader`]), without a second allocation or a scan per line.
+pub fn encode_owned(ev: Event) -> Vec<u8> {
+    match ev {
+        Event {
+            name: None,
+            data: Some(d),
+            comments,
+        } if comments.is_empty() && !d.as_bytes().contains(&b'\n') => {
+            let mut out = d.into_bytes();
+            out.reserve_exact(FRAMING);
+            out.splice(0..0, *b"data: ");
+            out.extend_from_slice(b"\n\n");
+            out
+        }
+        ev => encode(&ev),
+    }
 }
 
 /// `data: <json>\n\n`
@@ -290,8 +318,10 @@ mod tests {
         let e = r.next_event().unwrap().unwrap();
         assert_eq!(e.data.as_deref(), Some("x\ny"));
         assert_eq!(encode(&e), b"data: x\ndata: y\n\n");
+        assert_eq!(encode_owned(e.clone()), encode(&e));
         let e = r.next_event().unwrap().unwrap();
         assert_eq!(e.data.as_deref(), Some("[DONE]"));
+        assert_eq!(encode_owned(e.clone()), b"data: [DONE]\n\n");
         assert_eq!(r.next_event().unwrap(), None);
     }
 

@@ -280,7 +280,7 @@ impl ChatStream for OpenAiStream<'_> {
                 }
             }
             ev.comments.clear();
-            return Ok(Some(sse::encode(&ev)));
+            return Ok(Some(sse::encode_owned(ev)));
         }
     }
 
