@@ -216,9 +216,9 @@ const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 /// would wait up to `client_timeout` on a client that has just failed one
 /// or stopped reading). chunked_transfer's `Encoder` did this framing
 /// until issue 14: it formatted each size line into a new `String` and
-/// copied each event twice: 640 of the 9,190 instructions an event cost,
-/// and 2,900 per stream. It also split events larger than 0xFFFF bytes,
-/// which HTTP does not need.
+/// copied each event twice: 640 of the 9,190 instructions an event cost.
+/// It also split events larger than 0xFFFF bytes, which HTTP does not
+/// need.
 pub struct EventWriter {
     inner: Box<dyn Write + Send>,
     /// HTTP/1.1: chunked framing. HTTP/1.0: the body is close-delimited and
