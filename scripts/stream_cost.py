@@ -20,7 +20,8 @@ records the figures. System call counts are printed for the table in
 BENCHMARKS.md, not checked (a read that returns early can repeat).
 
 The check cannot pass on a run that measured nothing: every stream must
-answer 200 and end with `data: [DONE]`, each length must give the
+answer 200 and end with `data: [DONE]` (Responses: `response.completed`),
+each length must give the
 committed number of events per stream, the proxy must exit cleanly, and
 both per-stream counts must be positive; otherwise it fails (exit 1) with
 the reason. Counts depend on the toolchain (rustc, glibc, valgrind): the
@@ -31,10 +32,15 @@ others says so (the comparison still stands; rewrite the file with
 One client connection is reused across streams when the proxy keeps it
 (http.client reconnects when an answer says `Connection: close`).
 
+`--responses native|translate` streams `/v1/responses` instead of chat
+(the provider's `responses:` mode), to compare the Responses paths; the
+committed figures are chat's.
+
 Usage:
   scripts/stream_cost.py --proxy target/release/llm-proxy \
       --mock target/release/llm-proxy-mock [--check benchmarks/stream-cost.json]
       [--write benchmarks/stream-cost.json] [--no-strace] [--out DIR]
+      [--responses native|translate]
 """
 import argparse
 import http.client
@@ -90,21 +96,33 @@ def start_mock(mock, chunks):
     return proc, port
 
 
+# Which endpoint the streams use: chat, or /v1/responses served natively or
+# translated from chat (--responses); set from the command line.
+RESPONSES = None
+
+
 def streams(port, n):
     """n streams on one connection where kept; events seen per stream."""
-    body = json.dumps(
-        {
-            "model": "m",
-            "stream": True,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-    )
+    if RESPONSES:
+        path = "/v1/responses"
+        body = json.dumps({"model": "m", "stream": True, "input": "hi"})
+        end = b"event: response.completed\n"
+    else:
+        path = "/v1/chat/completions"
+        body = json.dumps(
+            {
+                "model": "m",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        )
+        end = b"data: [DONE]\n\n"
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     events = 0
     for _ in range(n):
         c.request(
             "POST",
-            "/v1/chat/completions",
+            path,
             body,
             {"content-type": "application/json"},
         )
@@ -112,8 +130,8 @@ def streams(port, n):
         data = r.read()
         if r.status != 200:
             raise SystemExit(f"stream answered {r.status}: {data[:200]!r}")
-        if not data.endswith(b"data: [DONE]\n\n"):
-            raise SystemExit(f"stream did not end with [DONE]: {data[-200:]!r}")
+        if end not in data[-4096:]:
+            raise SystemExit(f"stream did not end with {end!r}: {data[-200:]!r}")
         seen = data.count(b"data: ")
         if events and seen != events:
             raise SystemExit(f"streams of one length gave {events} and {seen} events")
@@ -125,11 +143,12 @@ def streams(port, n):
 def run(tool, proxy, mock_port, n, out_dir, tag):
     port = free_port()
     cfg = os.path.join(out_dir, f"cfg_{tag}.yaml")
+    responses = f", responses: {RESPONSES}" if RESPONSES else ""
     with open(cfg, "w") as f:
         f.write(
             f"""server: {{host: 127.0.0.1, port: {port}, log_level: warn}}
 providers:
-  mock: {{type: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', api_key: fake-bench-key}}
+  mock: {{type: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', api_key: fake-bench-key{responses}}}
 models:
   m:
     providers:
@@ -209,7 +228,14 @@ def main():
     ap.add_argument("--write")
     ap.add_argument("--no-strace", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument(
+        "--responses",
+        choices=["native", "translate"],
+        help="stream /v1/responses, served natively or translated, instead of chat",
+    )
     args = ap.parse_args()
+    global RESPONSES
+    RESPONSES = args.responses
     out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
 
