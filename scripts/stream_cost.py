@@ -21,10 +21,9 @@ BENCHMARKS.md, not checked (a read that returns early can repeat).
 
 The check cannot pass on a run that measured nothing: every stream must
 answer 200 and end with `data: [DONE]` (Responses: `response.completed`),
-each length must give the
-committed number of events per stream, the proxy must exit cleanly, and
-both per-stream counts must be positive; otherwise it fails (exit 1) with
-the reason. Counts depend on the toolchain (rustc, glibc, valgrind): the
+each length must give the committed number of events per stream, the
+proxy must exit cleanly, and both per-stream counts must be positive;
+otherwise it fails (exit 1) with the reason. Counts depend on the toolchain (rustc, glibc, valgrind): the
 file records the versions it was written with, and a check run with
 others says so (the comparison still stands; rewrite the file with
 `--write` when the toolchain moves on purpose).
