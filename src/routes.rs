@@ -474,16 +474,10 @@ fn api(
     // While the providers are tried, the connection's thread reads ahead
     // for a next request, which is how a client that left is noticed.
     let client = ex.slot.as_ref().map(|r| r.client_watch());
+    // A stream keeps its connection too: the read-ahead waits while the
+    // stream is written (vendored tiny_http, patch 12) and the client's
+    // next request follows it on the same connection.
     let (result, trace) = router::route(app, model, &request, ex.rid, client);
-    // A stream is the connection's last response (`Connection: close`):
-    // free the connection's thread now rather than when the stream ends.
-    // (Not before routing: the read-ahead is what notices a client that
-    // leaves while the providers are tried.)
-    if request.stream {
-        if let Some(req) = ex.slot.as_ref() {
-            req.stop_reading_ahead();
-        }
-    }
     outcome.attempts = trace.attempts;
     outcome.provider = trace.provider.clone();
     outcome.provider_index = trace.provider_index;

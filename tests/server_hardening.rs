@@ -496,9 +496,10 @@ fn threads_left_idle_by_a_burst_exit() {
 }
 
 #[test]
-fn a_stream_holds_one_thread_not_two() {
-    // While it streams, a stream's connection (which ends with the stream)
-    // no longer keeps a thread reading ahead for a next request.
+fn a_stream_holds_at_most_two_threads() {
+    // While it streams, a stream holds its worker and its connection's
+    // thread, which reads ahead for the client's next request on the kept
+    // connection (vendored tiny_http, patch 12), and nothing more.
     let gate = Gate::new();
     let fake = Fake::new(Reply::chunks(&["a"], End::DoneAfter(gate.clone())));
     let dir = tempfile::tempdir().unwrap();
@@ -557,13 +558,12 @@ fn a_stream_holds_one_thread_not_two() {
             .recv_timeout(Duration::from_secs(20))
             .expect("every stream started");
     }
-    // Every stream is under way: one worker each, plus at most 16 idle
-    // connection threads and the few fixed ones (before: a connection
-    // thread per stream too, 124+).
+    // Every stream is under way: a worker and a connection thread each,
+    // plus at most 16 idle connection threads and the few fixed ones.
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let n = threads_of(pid);
-        if n <= streams + 16 + 10 {
+        if n <= 2 * streams + 16 + 10 {
             break;
         }
         assert!(Instant::now() < end, "{n} threads for {streams} streams");
@@ -576,23 +576,62 @@ fn a_stream_holds_one_thread_not_two() {
 }
 
 #[test]
-fn a_stream_that_fails_to_start_closes_its_connection() {
-    // The connection stopped reading ahead when the stream was asked for;
-    // an error answer instead of the stream must then say so.
-    let fake = Fake::new(Reply::error(500, "upstream broke"));
+fn a_stream_that_fails_to_start_keeps_its_connection() {
+    // A stream request answered with an error instead of the stream (a
+    // JSON body with its length) keeps its connection, as any answer does:
+    // the next request on it is answered.
+    let fake = Fake::new(Reply::completion("next"));
+    fake.push(Reply::error(500, "upstream broke"));
     let p = Proxy::start(&config(&fake, "{}"));
-    let body = chat_body("gpt-4", true);
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
+    let stream = chat_body("gpt-4", true);
+    let chat = chat_body("gpt-4", false);
+    let post = |body: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(post(&stream).as_bytes()).unwrap();
+    let first = read_one(&mut s);
+    let (head, body) = first.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 5"), "{first}");
+    let e = serde_json::from_str::<Value>(body).unwrap()["error"].clone();
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
     );
-    let (raw, _) = exchange(p.addr, req.as_bytes());
-    let (status, e) = one_error(&raw);
-    assert!(status >= 500, "{raw}");
-    assert!(!raw.contains(KEY), "{raw}");
+    assert!(!first.contains(KEY), "{first}");
     assert!(
         e["message"].as_str().unwrap().contains("upstream broke"),
-        "{raw}"
+        "{first}"
     );
+    s.write_all(post(&chat).as_bytes()).unwrap();
+    let second = read_one(&mut s);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("next"), "{second}");
+}
+
+/// One response with a `Content-Length` body, read off a kept connection.
+fn read_one(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    buf.extend_from_slice(&body);
+    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -129,6 +129,25 @@ pub struct Stopper {
     /// llm-proxy patch: the read-ahead for a next request saw the client
     /// close (EOF) or reset the connection. See `Request::client_gone`.
     peer_gone: std::sync::atomic::AtomicBool,
+    /// llm-proxy patch 12: responses on this connection not yet written to
+    /// the end, and when the last one ended (see `keep_alive_until`).
+    responses: std::sync::atomic::AtomicUsize,
+    last_end: Mutex<Option<Instant>>,
+}
+
+/// llm-proxy patch 12: what the read-ahead for a next request does when
+/// the socket's own read timeout (the idle keep-alive timeout) passes
+/// before a byte of a next request head.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Idle {
+    /// A response is still being written (an event stream that outlives
+    /// the timeout): the connection is not idle; keep waiting.
+    Busy,
+    /// Idle, but for less than the timeout (it counts from the end of the
+    /// last response): wait until then.
+    Until(Instant),
+    /// Idle for the whole timeout: close the connection.
+    Over,
 }
 
 impl Stopper {
@@ -137,7 +156,43 @@ impl Stopper {
             closing: std::sync::atomic::AtomicBool::new(false),
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
+            responses: std::sync::atomic::AtomicUsize::new(0),
+            last_end: Mutex::new(None),
         }
+    }
+
+    /// llm-proxy patch 12: a response on this connection has begun (its
+    /// request was read).
+    pub(crate) fn response_started(&self) {
+        self.responses
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// llm-proxy patch 12: a response on this connection is over (its
+    /// writer was dropped).
+    pub(crate) fn response_ended(&self, now: Instant) {
+        *self.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.responses
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// llm-proxy patch 12: whether a connection whose read-ahead has waited
+    /// `timeout` without a byte is idle, at `now`.
+    pub(crate) fn keep_alive_until(&self, timeout: Duration, now: Instant) -> Idle {
+        if self.responses.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Idle::Busy;
+        }
+        let last_end = *self.last_end.lock().unwrap_or_else(|e| e.into_inner());
+        match last_end.and_then(|end| end.checked_add(timeout)) {
+            Some(at) if at > now => Idle::Until(at),
+            _ => Idle::Over,
+        }
+    }
+
+    /// llm-proxy patch 12: the idle keep-alive timeout, the socket's own
+    /// read timeout (`None`: none, or not known).
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.sock.as_ref().and_then(|s| s.read_timeout().ok().flatten())
     }
 
     pub fn stop(&self) {
