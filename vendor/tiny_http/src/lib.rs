@@ -591,7 +591,6 @@ impl util::Task for ConnectionTask {
             if client.last_request_read() {
                 // The connection ends with this response (its writer
                 // holds the socket until then).
-                client.stopper().unwatch();
                 return util::Ended::Closed;
             }
             let stopper = client.stopper().clone();

@@ -88,9 +88,8 @@ impl ClientWatch {
     /// 13: a peek at the socket that does not wait, as nginx does, since
     /// the connection's thread no longer reads ahead while a request is
     /// handled; a pipelined next request is not leaving.) Always `false`
-    /// on a connection's last request (`Connection: close`, HTTP/1.0) and
-    /// after `stop_reading_ahead` (the connection's own shutdown of its
-    /// read side is not the client leaving), and on Unix sockets.
+    /// after `stop_reading_ahead`, whose own shutdown of the read side is
+    /// not taken for the client leaving, and on Unix sockets.
     pub fn gone(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.peer_gone())
     }

@@ -131,11 +131,6 @@ pub struct Stopper {
     peer_gone: std::sync::atomic::AtomicBool,
     /// llm-proxy patch 12: the responses on this connection, see `Flow`.
     flow: Mutex<Flow>,
-    /// llm-proxy patch 13: the connection's last request was read and its
-    /// reading half is about to be shut (`RefinedTcpStream`'s drop), which a
-    /// peek would take for the client leaving: `peer_gone` stays `false`,
-    /// as it did for such connections before this patch.
-    unwatched: std::sync::atomic::AtomicBool,
 }
 
 /// llm-proxy patches 12 and 13: the responses on one connection.
@@ -172,14 +167,7 @@ impl Stopper {
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
             flow: Mutex::new(Flow::default()),
-            unwatched: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// llm-proxy patch 13: see `unwatched`.
-    pub(crate) fn unwatch(&self) {
-        self.unwatched
-            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// llm-proxy patches 12 and 13: the responses on this connection.
@@ -269,7 +257,7 @@ impl Stopper {
         if self.peer_gone.load(std::sync::atomic::Ordering::Acquire) {
             return true;
         }
-        if self.stopped() || self.unwatched.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stopped() {
             return false;
         }
         let Some(sock) = &self.sock else {
