@@ -501,6 +501,11 @@ fn api(
         Ok(Answer::Stream { opened, permit }) => {
             outcome.status = 200;
             if let Some(req) = ex.take() {
+                // A stream keeps its connection, but not the connection's
+                // thread: it goes back to tiny_http's pool now, and the
+                // connection when the stream ends, for the client's next
+                // request (vendored tiny_http, patches 12 and 13).
+                req.park_connection();
                 let provider = trace.provider.as_deref().unwrap_or("");
                 let relay_started = Instant::now();
                 outcome.first_byte = Some(relay_started - started);

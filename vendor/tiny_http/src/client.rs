@@ -159,12 +159,6 @@ impl ClientConnection {
         self.secure
     }
 
-    /// llm-proxy patch 13: the last request was the connection's last
-    /// (`Connection: close`, HTTP/1.0, `stop_reading_ahead`).
-    pub(crate) fn last_request_read(&self) -> bool {
-        self.no_more_requests || self.stopper.stopped()
-    }
-
     /// llm-proxy patch 13: this connection's shared state.
     pub(crate) fn stopper(&self) -> &Arc<Stopper> {
         &self.stopper

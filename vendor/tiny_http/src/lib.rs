@@ -575,26 +575,25 @@ impl util::Task for ConnectionTask {
             }
             return util::Ended::Closed;
         }
-        // llm-proxy patch 13: one request at a time, and no thread while
-        // it is handled. The thread hands the request out and goes back to
-        // the pool; the connection comes back to the pool when the
-        // response's writer is dropped (`Stopper::response_ended`), for its
-        // next request head. The handler sees a client that leaves through
-        // `ClientWatch`, which peeks at the socket. A request must hold one
-        // thread (its handler's), not two, for as long as it lasts: an
-        // event stream for minutes.
+        // llm-proxy patch 13: one request at a time. While its response is
+        // written the thread waits (the handler sees a client that leaves
+        // through `ClientWatch`, which peeks at the socket); when the
+        // response ends it reads the next request head. If the handler
+        // parks the connection first (a long response: an event stream),
+        // the thread goes back to the pool, and the connection comes back
+        // to it when the response ends: such a request holds one thread,
+        // not two.
         loop {
             let Some(rq) = client.next() else {
                 return util::Ended::Closed;
             };
             messages.push(rq.into());
-            if client.last_request_read() {
-                // The connection ends with this response (its writer
-                // holds the socket until then).
-                return util::Ended::Closed;
-            }
             let stopper = client.stopper().clone();
             let mut flow = stopper.flow();
+            while flow.in_flight > 0 && !flow.park {
+                flow = stopper.wait_turn(flow);
+            }
+            flow.park = false;
             if flow.in_flight > 0 {
                 let back = pool.clone();
                 let task = Box::new(ConnectionTask {

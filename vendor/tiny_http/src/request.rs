@@ -433,6 +433,18 @@ impl Request {
         }
     }
 
+    /// llm-proxy patch 13: the response to this request will be long (an
+    /// event stream): let the connection's thread go back to the pool now,
+    /// instead of waiting for the response to end, and the connection come
+    /// back to the pool for its next request when the response ends. The
+    /// connection is kept (unlike `stop_reading_ahead`), and the request
+    /// holds one thread, its handler's.
+    pub fn park_connection(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.park();
+        }
+    }
+
     /// llm-proxy patch: whether `stop_reading_ahead` was called on this
     /// request's connection.
     pub fn reading_stopped(&self) -> bool {

@@ -131,6 +131,9 @@ pub struct Stopper {
     peer_gone: std::sync::atomic::AtomicBool,
     /// llm-proxy patch 12: the responses on this connection, see `Flow`.
     flow: Mutex<Flow>,
+    /// llm-proxy patch 13: signalled when a response ends or the handler
+    /// parks the connection.
+    turn: std::sync::Condvar,
 }
 
 /// llm-proxy patches 12 and 13: the responses on one connection.
@@ -140,8 +143,10 @@ pub(crate) struct Flow {
     pub in_flight: usize,
     /// When the last one ended: the idle timeout counts from there.
     pub last_end: Option<Instant>,
-    /// llm-proxy patch 13: a parked connection's way back to the pool, run
-    /// when its response ends.
+    /// The handler asked to park the connection (`Request::park_connection`).
+    pub park: bool,
+    /// A parked connection's way back to the pool, run when its response
+    /// ends.
     pub resume: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -167,12 +172,22 @@ impl Stopper {
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
             flow: Mutex::new(Flow::default()),
+            turn: std::sync::Condvar::new(),
         }
     }
 
     /// llm-proxy patches 12 and 13: the responses on this connection.
     pub(crate) fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
         self.flow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// llm-proxy patch 13: wait for the next change of `flow` (a response
+    /// ended, or the handler parked the connection).
+    pub(crate) fn wait_turn<'a>(
+        &self,
+        flow: std::sync::MutexGuard<'a, Flow>,
+    ) -> std::sync::MutexGuard<'a, Flow> {
+        self.turn.wait(flow).unwrap_or_else(|e| e.into_inner())
     }
 
     /// llm-proxy patch 12: a response on this connection has begun (its
@@ -195,9 +210,16 @@ impl Stopper {
                 None
             }
         };
+        self.turn.notify_all();
         if let Some(resume) = resume {
             resume();
         }
+    }
+
+    /// llm-proxy patch 13: see `Request::park_connection`.
+    pub fn park(&self) {
+        self.flow().park = true;
+        self.turn.notify_all();
     }
 
     /// llm-proxy patch 12: whether a connection whose read-ahead has waited
