@@ -474,6 +474,9 @@ fn api(
     // While the providers are tried, the connection's thread reads ahead
     // for a next request, which is how a client that left is noticed.
     let client = ex.slot.as_ref().map(|r| r.client_watch());
+    // A stream keeps its connection too: the read-ahead waits while the
+    // stream is written (vendored tiny_http, patch 12) and the client's
+    // next request follows it on the same connection.
     let (result, trace) = router::route(app, model, &request, ex.rid, client);
     outcome.attempts = trace.attempts;
     outcome.provider = trace.provider.clone();
@@ -501,11 +504,6 @@ fn api(
         Ok(Answer::Stream { opened, permit }) => {
             outcome.status = 200;
             if let Some(req) = ex.take() {
-                // A stream keeps its connection, but not the connection's
-                // thread: it goes back to tiny_http's pool now, and the
-                // connection when the stream ends, for the client's next
-                // request (vendored tiny_http, patches 12 and 13).
-                req.park_connection();
                 let provider = trace.provider.as_deref().unwrap_or("");
                 let relay_started = Instant::now();
                 outcome.first_byte = Some(relay_started - started);

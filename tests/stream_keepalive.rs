@@ -1,8 +1,8 @@
 //! Event streams keep their client connection (issue 14): the next request
 //! on it, stream or not, is answered, however long the stream lasted
-//! (vendored tiny_http, patches 12 and 13), and the connection still
-//! closes when the client asks for it or stays idle for
-//! `server.client_timeout` after the last response.
+//! (vendored tiny_http, patch 12), and the connection still closes when the
+//! client asks for it or stays idle for `server.client_timeout` after the
+//! last response.
 
 mod support;
 
@@ -147,9 +147,9 @@ fn two_streams_and_a_chat_share_one_client_connection() {
 
 #[test]
 fn a_stream_longer_than_client_timeout_leaves_a_usable_connection() {
-    // The stream outlives client_timeout (0.5 s) more than twice: the
-    // connection must not be taken for idle meanwhile, nor closed after the
-    // stream.
+    // The connection's read-ahead for a next request waits out
+    // client_timeout (0.5 s) more than twice while the stream is written:
+    // it must keep waiting, and not close the connection after the stream.
     let gate = Gate::new();
     let fake = Fake::new(Reply::completion("after"));
     fake.push(Reply::chunks(&["slow"], End::DoneAfter(gate.clone())));

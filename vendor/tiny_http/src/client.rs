@@ -159,11 +159,6 @@ impl ClientConnection {
         self.secure
     }
 
-    /// llm-proxy patch 13: this connection's shared state.
-    pub(crate) fn stopper(&self) -> &Arc<Stopper> {
-        &self.stopper
-    }
-
     /// Reads the next line from self.next_header_source.
     /// (llm-proxy patch: at most `MAX_LINE` bytes.)
     ///

@@ -366,8 +366,7 @@ impl Server {
         };
         let accept_thread = thread::Builder::new().name("tiny-http-accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
-            // (llm-proxy patch 13: shared with parked connections.)
-            let tasks_pool = Arc::new(util::TaskPool::new(limits.max_connections, limits.stack_size));
+            let tasks_pool = util::TaskPool::new(limits.max_connections, limits.stack_size);
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
@@ -416,8 +415,7 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
-                        let pool = tasks_pool.clone();
-                        tasks_pool.spawn(Box::new(ConnectionTask { client, messages, pool }));
+                        tasks_pool.spawn(Box::new(ConnectionTask { client, messages }));
                     }
 
                     // llm-proxy patch: an accept error used to end the
@@ -553,56 +551,23 @@ impl Server {
 struct ConnectionTask {
     client: ClientConnection,
     messages: Arc<MessagesQueue<Message>>,
-    /// llm-proxy patch 13: where a parked connection goes back to.
-    pool: Arc<util::TaskPool>,
 }
 
 impl util::Task for ConnectionTask {
-    fn run(self: Box<Self>) -> util::Ended {
-        let ConnectionTask {
-            mut client,
-            messages,
-            pool,
-        } = *self;
+    fn run(self: Box<Self>) {
+        let ConnectionTask { client, messages } = *self;
         // Synchronization is needed for HTTPS requests to avoid a deadlock
         if client.secure() {
             let (sender, receiver) = mpsc::channel();
             for rq in client {
                 messages.push(rq.with_notify_sender(sender.clone()).into());
                 if receiver.recv().is_err() {
-                    return util::Ended::Closed;
+                    return;
                 }
             }
-            return util::Ended::Closed;
-        }
-        // llm-proxy patch 13: one request at a time. While its response is
-        // written the thread waits (the handler sees a client that leaves
-        // through `ClientWatch`, which peeks at the socket); when the
-        // response ends it reads the next request head. If the handler
-        // parks the connection first (a long response: an event stream),
-        // the thread goes back to the pool, and the connection comes back
-        // to it when the response ends: such a request holds one thread,
-        // not two.
-        loop {
-            let Some(rq) = client.next() else {
-                return util::Ended::Closed;
-            };
-            messages.push(rq.into());
-            let stopper = client.stopper().clone();
-            let mut flow = stopper.flow();
-            while flow.in_flight > 0 && !flow.park {
-                flow = stopper.wait_turn(flow);
-            }
-            flow.park = false;
-            if flow.in_flight > 0 {
-                let back = pool.clone();
-                let task = Box::new(ConnectionTask {
-                    client,
-                    messages,
-                    pool,
-                });
-                flow.resume = Some(Box::new(move || back.resume(task)));
-                return util::Ended::Parked;
+        } else {
+            for rq in client {
+                messages.push(rq.into());
             }
         }
     }

@@ -84,12 +84,13 @@ pub struct Request {
 pub struct ClientWatch(Option<std::sync::Arc<crate::util::refined_tcp_stream::Stopper>>);
 
 impl ClientWatch {
-    /// Whether the client closed or reset its connection. (llm-proxy patch
-    /// 13: a peek at the socket that does not wait, as nginx does, since
-    /// the connection's thread no longer reads ahead while a request is
-    /// handled; a pipelined next request is not leaving.) Always `false`
-    /// after `stop_reading_ahead`, whose own shutdown of the read side is
-    /// not taken for the client leaving, and on Unix sockets.
+    /// Whether the client closed or reset its connection. Noticed by the
+    /// connection's thread, which reads ahead for a next request on a
+    /// keep-alive connection while this one is handled; it reads an EOF
+    /// when the client closes. Not noticed (always `false`) on a
+    /// connection without read-ahead: after `Connection: close`, HTTP/1.0,
+    /// or `stop_reading_ahead` (whose own shutdown of the read side is not
+    /// taken for the client leaving).
     pub fn gone(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.peer_gone())
     }
@@ -430,18 +431,6 @@ impl Request {
     pub fn stop_reading_ahead(&self) {
         if let Some(stopper) = &self.stopper {
             stopper.stop();
-        }
-    }
-
-    /// llm-proxy patch 13: the response to this request will be long (an
-    /// event stream): let the connection's thread go back to the pool now,
-    /// instead of waiting for the response to end, and the connection come
-    /// back to the pool for its next request when the response ends. The
-    /// connection is kept (unlike `stop_reading_ahead`), and the request
-    /// holds one thread, its handler's.
-    pub fn park_connection(&self) {
-        if let Some(stopper) = &self.stopper {
-            stopper.park();
         }
     }
 

@@ -129,25 +129,10 @@ pub struct Stopper {
     /// llm-proxy patch: the read-ahead for a next request saw the client
     /// close (EOF) or reset the connection. See `Request::client_gone`.
     peer_gone: std::sync::atomic::AtomicBool,
-    /// llm-proxy patch 12: the responses on this connection, see `Flow`.
-    flow: Mutex<Flow>,
-    /// llm-proxy patch 13: signalled when a response ends or the handler
-    /// parks the connection.
-    turn: std::sync::Condvar,
-}
-
-/// llm-proxy patches 12 and 13: the responses on one connection.
-#[derive(Default)]
-pub(crate) struct Flow {
-    /// Responses not yet written to the end (writers not yet dropped).
-    pub in_flight: usize,
-    /// When the last one ended: the idle timeout counts from there.
-    pub last_end: Option<Instant>,
-    /// The handler asked to park the connection (`Request::park_connection`).
-    pub park: bool,
-    /// A parked connection's way back to the pool, run when its response
-    /// ends.
-    pub resume: Option<Box<dyn FnOnce() + Send>>,
+    /// llm-proxy patch 12: responses on this connection not yet written to
+    /// the end, and when the last one ended (see `keep_alive_until`).
+    responses: std::sync::atomic::AtomicUsize,
+    last_end: Mutex<Option<Instant>>,
 }
 
 /// llm-proxy patch 12: what the read-ahead for a next request does when
@@ -171,65 +156,34 @@ impl Stopper {
             closing: std::sync::atomic::AtomicBool::new(false),
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
-            flow: Mutex::new(Flow::default()),
-            turn: std::sync::Condvar::new(),
+            responses: std::sync::atomic::AtomicUsize::new(0),
+            last_end: Mutex::new(None),
         }
-    }
-
-    /// llm-proxy patches 12 and 13: the responses on this connection.
-    pub(crate) fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
-        self.flow.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// llm-proxy patch 13: wait for the next change of `flow` (a response
-    /// ended, or the handler parked the connection).
-    pub(crate) fn wait_turn<'a>(
-        &self,
-        flow: std::sync::MutexGuard<'a, Flow>,
-    ) -> std::sync::MutexGuard<'a, Flow> {
-        self.turn.wait(flow).unwrap_or_else(|e| e.into_inner())
     }
 
     /// llm-proxy patch 12: a response on this connection has begun (its
     /// request was read).
     pub(crate) fn response_started(&self) {
-        self.flow().in_flight += 1;
+        self.responses
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// llm-proxy patch 12: a response on this connection is over (its
-    /// writer was dropped). (Patch 13: a parked connection goes back to
-    /// the pool for its next request.)
+    /// writer was dropped).
     pub(crate) fn response_ended(&self, now: Instant) {
-        let resume = {
-            let mut flow = self.flow();
-            flow.in_flight = flow.in_flight.saturating_sub(1);
-            flow.last_end = Some(now);
-            if flow.in_flight == 0 {
-                flow.resume.take()
-            } else {
-                None
-            }
-        };
-        self.turn.notify_all();
-        if let Some(resume) = resume {
-            resume();
-        }
-    }
-
-    /// llm-proxy patch 13: see `Request::park_connection`.
-    pub fn park(&self) {
-        self.flow().park = true;
-        self.turn.notify_all();
+        *self.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.responses
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// llm-proxy patch 12: whether a connection whose read-ahead has waited
     /// `timeout` without a byte is idle, at `now`.
     pub(crate) fn keep_alive_until(&self, timeout: Duration, now: Instant) -> Idle {
-        let flow = self.flow();
-        if flow.in_flight > 0 {
+        if self.responses.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return Idle::Busy;
         }
-        match flow.last_end.and_then(|end| end.checked_add(timeout)) {
+        let last_end = *self.last_end.lock().unwrap_or_else(|e| e.into_inner());
+        match last_end.and_then(|end| end.checked_add(timeout)) {
             Some(at) if at > now => Idle::Until(at),
             _ => Idle::Over,
         }
@@ -271,25 +225,9 @@ impl Stopper {
         }
     }
 
-    /// llm-proxy patch: see `note_peer_gone`. (Patch 13: the connection's
-    /// thread no longer reads while a response is in flight, so this looks
-    /// at the socket itself, as nginx does: a peek that does not wait sees
-    /// an EOF or a reset, or a pipelined request, which is not leaving.)
+    /// llm-proxy patch: see `note_peer_gone`.
     pub fn peer_gone(&self) -> bool {
-        if self.peer_gone.load(std::sync::atomic::Ordering::Acquire) {
-            return true;
-        }
-        if self.stopped() {
-            return false;
-        }
-        let Some(sock) = &self.sock else {
-            return false;
-        };
-        let gone = sock.peek_gone();
-        if gone {
-            self.note_peer_gone();
-        }
-        gone
+        self.peer_gone.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
