@@ -28,6 +28,7 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHILDREN = []
+NGINX_MASTER = [None]
 
 
 def log(msg):
@@ -270,6 +271,54 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def machine_busy_ticks():
+    """Busy time of the whole machine (every CPU), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4]  # less idle and iowait (guest is in user)
+
+
+def watched_pids():
+    """Every long-running process the harness started (mocks, proxy, nginx
+    master and workers)."""
+    pids = []
+    for c in CHILDREN:
+        if c.poll() is None:
+            pids += nginx_pids(c.pid) if c.pid == NGINX_MASTER[0] else [c.pid]
+    return pids
+
+
+def ticks_or_zero(pid):
+    try:
+        return cpu_ticks(pid)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class OtherCpu:
+    """CPU the rest of the machine used while a run went on: the machine's
+    busy time less that of every process of the benchmark (the servers, the
+    load generator, this script). In percent of the machine's capacity; a
+    few percent is noise, tens mean another job ran and the CPU figures of
+    that run are not to be trusted."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        self.busy0 = machine_busy_ticks()
+        self.ours0 = sum(ticks_or_zero(p) for p in watched_pids())
+        self.self0 = sum(os.times()[:4])
+        return self
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self.t0
+        busy = machine_busy_ticks() - self.busy0
+        ours = sum(ticks_or_zero(p) for p in watched_pids()) - self.ours0
+        # os.times(): this process's threads and its reaped children (oha).
+        own = (sum(os.times()[:4]) - self.self0) * CLK_TCK
+        capacity = max(1e-9, elapsed * (os.cpu_count() or 1) * CLK_TCK)
+        self.pct = max(0.0, (busy - ours - own) / capacity * 100.0)
+
+
 def reset_peak_rss(pid):
     # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
     try:
@@ -334,7 +383,8 @@ def run_oha(oha, url, body, clients, duration, requests=None):
         cmd += ["-z", f"{duration}s"]
     # oha's own timeout: a request stuck past this is an error, not a hang.
     cmd += ["-t", "30s", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    with OtherCpu() as other:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
         raise SystemExit(f"oha failed ({out.returncode}): {out.stderr.strip()[:500]}")
     r = json.loads(out.stdout)
@@ -359,6 +409,7 @@ def run_oha(oha, url, body, clients, duration, requests=None):
         "p90": ms("p90"),
         "p99": ms("p99"),
         "error_kinds": kinds,
+        "other_cpu_pct": other.pct,
     }
 
 
@@ -463,6 +514,8 @@ def merge(runs):
         vals = [r[k] for r in runs]
         if k in ("errors", "ok", "requests"):
             out[k] = sum(vals)
+        elif k == "other_cpu_pct":
+            out[k] = max(vals)
         elif all(isinstance(v, (int, float)) or v is None for v in vals):
             out[k] = median(vals)
         else:
@@ -543,6 +596,7 @@ def run(a, repeat, duration):
     if a.nginx:
         try:
             nginx, nginx_ports, conf = start_nginx(a.nginx, a.out, fast_port, slow_port)
+            NGINX_MASTER[0] = nginx.pid
             version = subprocess.run([a.nginx, "-v"], capture_output=True, text=True).stderr.strip()
             time.sleep(0.5)
             pids = nginx_pids(nginx.pid)
@@ -608,7 +662,8 @@ def run(a, repeat, duration):
         log(
             f"{name}: direct {d['rps']:.0f}/s p50 {d['p50']:.3f} ms | proxy {p['rps']:.0f}/s "
             f"p50 {p['p50']:.3f} ms, {p['errors']} errors, {p['cpu_ms_per_req']:.4f} ms CPU/req, "
-            f"peak {p['peak_rss_kb']} kB, {p['peak_threads']} threads"
+            f"peak {p['peak_rss_kb']} kB, {p['peak_threads']} threads, "
+            f"other CPU {max(d['other_cpu_pct'], p['other_cpu_pct']):.0f}%"
             + (
                 f" | nginx {sc['nginx']['rps']:.0f}/s, {sc['nginx']['errors']} errors, "
                 f"{sc['nginx']['cpu_ms_per_req']:.4f} ms CPU/req, peak {sc['nginx']['peak_rss_kb']} kB"
@@ -776,6 +831,19 @@ def render(r):
             f"{cols} | {t['errors'] + t.get('nginx_errors', 0)} |"
         )
     lines += issue14_rows(r["scenarios"], have_nginx)
+    other = []
+    for name, sc in r["scenarios"].items():
+        vals = [sc[k].get("other_cpu_pct") for k in ("direct", "proxy", "nginx") if k in sc]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            other.append(f"{name} {max(vals):.0f}%" + (" (noisy)" if max(vals) > 10 else ""))
+    if other:
+        lines += [
+            "",
+            "Other work on the machine during the runs (CPU not used by the benchmark's own processes, "
+            "% of the machine, the largest of the scenario's runs; over 10% marks CPU figures not to trust): "
+            + ", ".join(other) + ".",
+        ]
     lines += [
         "",
         f"Startup to first 200: median {f(r['startup_ms']['median'], 1)} ms over {len(r['startup_ms']['all'])} starts. "
