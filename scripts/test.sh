@@ -5,10 +5,11 @@
 # binary, the container image (a private dockerd) and install.sh with the
 # unit under a real systemd (systemd-nspawn). Needs only the Rust toolchain,
 # gcc and python3 with venv; the script installs the SDK into
-# target/sdk-venv itself. shellcheck and systemd-analyze are used when
-# installed (skipped with a reason if not); as root with apt, the docker and
-# nspawn steps install docker.io, systemd-container and debootstrap, and
-# otherwise (or where dockerd or nspawn cannot run) skip with the reason.
+# target/sdk-venv itself. shellcheck, systemd-analyze and valgrind (the
+# stream cost check) are used when installed (skipped with a reason if
+# not); as root with apt, the docker and nspawn steps install docker.io,
+# systemd-container and debootstrap, and otherwise (or where dockerd or
+# nspawn cannot run) skip with the reason.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +23,8 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 # promtool (tests/metrics.rs checks the /metrics scrape with it) comes with
 # Debian's prometheus package (~96 MB installed).
 command -v promtool >/dev/null || missing+=(prometheus)
+# valgrind counts the instructions of a stream (scripts/stream_cost.py).
+command -v valgrind >/dev/null || missing+=(valgrind)
 if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${missing[*]} (for the install and unit checks)"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
@@ -55,6 +58,18 @@ target="${CARGO_TARGET_DIR:-target}"
 LLM_PROXY_BIN="$target/debug/llm-proxy" \
 LLM_PROXY_MOCK_BIN="$target/debug/llm-proxy-mock" \
     scripts/sdk-check.sh
+
+# Instructions per stream event and per stream, counted under callgrind
+# (exact counts, no timing): fails when either grew more than 10% over
+# benchmarks/stream-cost.json. About 10 s after the release build.
+echo "== scripts/stream_cost.py --check benchmarks/stream-cost.json (release build)"
+if command -v valgrind >/dev/null; then
+    cargo build --release --bins --quiet
+    scripts/stream_cost.py --no-strace --check benchmarks/stream-cost.json \
+        --proxy "$target/release/llm-proxy" --mock "$target/release/llm-proxy-mock"
+else
+    echo "skip: valgrind not installed"
+fi
 
 echo "== shellcheck (install.sh, scripts/*.sh)"
 if command -v shellcheck >/dev/null; then

@@ -122,12 +122,15 @@ fn head(status: u16, headers: &Headers) -> String {
     h
 }
 
-/// The head of an event stream. A stream is the connection's last answer
-/// (it outlives tiny_http's read-ahead): it says `Connection: close`.
-pub fn stream_head(headers: Headers, chunked: bool) -> String {
+/// The head of an event stream. A chunked stream keeps its connection
+/// (the read-ahead for the next request waits while it is written: vendored
+/// tiny_http, patch 12) unless the client said `Connection: close`; an
+/// unchunked one (HTTP/1.0) ends with the connection, so it says so.
+pub fn stream_head(headers: Headers, chunked: bool, client_close: bool) -> String {
+    let close = !chunked || client_close;
     head(
         200,
-        &all_headers(headers, Content::EventStream { chunked }, None, true),
+        &all_headers(headers, Content::EventStream { chunked }, None, close),
     )
 }
 

@@ -364,7 +364,7 @@ fn run(
         idle,
     } = body;
     let chunked = *req.http_version() != HTTPVersion(1, 0);
-    let head = http::stream_head(headers, chunked);
+    let head = http::stream_head(headers, chunked, http::wants_close(&req));
     if ended && done {
         held.extend_from_slice(sse::DONE);
     }

@@ -475,15 +475,6 @@ fn api(
     // for a next request, which is how a client that left is noticed.
     let client = ex.slot.as_ref().map(|r| r.client_watch());
     let (result, trace) = router::route(app, model, &request, ex.rid, client);
-    // A stream is the connection's last response (`Connection: close`):
-    // free the connection's thread now rather than when the stream ends.
-    // (Not before routing: the read-ahead is what notices a client that
-    // leaves while the providers are tried.)
-    if request.stream {
-        if let Some(req) = ex.slot.as_ref() {
-            req.stop_reading_ahead();
-        }
-    }
     outcome.attempts = trace.attempts;
     outcome.provider = trace.provider.clone();
     outcome.provider_index = trace.provider_index;

@@ -16,7 +16,10 @@
 //!
 //! [`DeadlineConnector`] wraps every upstream connection's transport to obey
 //! both. ureq's own timeouts (`stream_timeout` over the whole stream) still
-//! apply underneath.
+//! apply underneath. The same wrapper saves system calls ureq would make:
+//! a request's head leaves in one write with its body, and a pooled
+//! connection is probed once per reuse rather than twice
+//! ([`DeadlineTransport`]).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -176,24 +179,47 @@ impl Connector<Box<dyn Transport>> for DeadlineConnector {
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(chained.map(|inner| DeadlineTransport { inner, fresh: true }))
+        Ok(chained.map(|inner| DeadlineTransport {
+            inner,
+            fresh: true,
+            held: Vec::new(),
+            writing: false,
+            used: false,
+        }))
     }
 }
 
-/// A transport whose waits obey this thread's [`limit`] and [`on_silence`].
+/// A transport whose waits obey this thread's [`limit`] and [`on_silence`],
+/// and whose requests leave with their head and the start of their body in
+/// one write.
+///
+/// ureq transmits a request's head, then its body, each from the start of
+/// the output buffer: two `send`s, each after a `setsockopt(SO_SNDTIMEO)`
+/// (the timeout is derived from a deadline, so it is new every time), and
+/// two packets for the upstream. So the first write after a read (or on a
+/// new connection) is held back, and put in front of the next write, in
+/// the output buffer: one write for both, unless the body's first piece
+/// fills the buffer (a body of several KiB), when what no longer fits
+/// follows in a second write. A request without a body sends its head
+/// when the answer is awaited.
 #[derive(Debug)]
 pub struct DeadlineTransport {
     inner: Box<dyn Transport>,
     /// Connected and not yet waited on.
     fresh: bool,
+    /// A request head not yet transmitted (its capacity is kept for the
+    /// connection's next request).
+    held: Vec<u8>,
+    /// The last thing done was a write (a later write is the body).
+    writing: bool,
+    /// A request went out since the last liveness probe.
+    used: bool,
 }
 
-impl Transport for DeadlineTransport {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        self.inner.buffers()
-    }
-
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+impl DeadlineTransport {
+    /// Transmit `amount` bytes of the inner output buffer, within the
+    /// deadline in force.
+    fn send(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
         let now = Instant::now();
         let limit = LIMIT.get();
         if let Some(l) = limit.filter(|l| l.at <= now) {
@@ -205,8 +231,60 @@ impl Transport for DeadlineTransport {
             (r, _) => r,
         }
     }
+}
+
+impl Transport for DeadlineTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+        self.used = true;
+        let first = !std::mem::replace(&mut self.writing, true);
+        if first && self.held.is_empty() && amount > 0 {
+            // A request's head: it leaves with the start of the body.
+            let now = Instant::now();
+            if let Some(l) = LIMIT.get().filter(|l| l.at <= now) {
+                return Err(expired(l));
+            }
+            let out = &self.inner.buffers().output()[..amount];
+            self.held.extend_from_slice(out);
+            return Ok(());
+        }
+        if self.held.is_empty() {
+            return self.send(amount, timeout);
+        }
+        if amount == 0 {
+            return Ok(());
+        }
+        // The head goes in front of the body in the output buffer; what no
+        // longer fits there goes in a second write.
+        let head = std::mem::take(&mut self.held);
+        let out = self.inner.buffers().output();
+        let fits = out.len().saturating_sub(head.len()).min(amount);
+        let rest = out[fits..amount].to_vec();
+        out.copy_within(..fits, head.len());
+        out[..head.len()].copy_from_slice(&head);
+        self.held = head;
+        let sent = self.send(self.held.len() + fits, timeout);
+        self.held.clear();
+        sent?;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.inner.buffers().output()[..rest.len()].copy_from_slice(&rest);
+        self.send(rest.len(), timeout)
+    }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        self.writing = false;
+        if !self.held.is_empty() {
+            // A request without a body: its head leaves now.
+            let n = self.held.len();
+            self.inner.buffers().output()[..n].copy_from_slice(&self.held);
+            self.held.clear();
+            self.send(n, timeout)?;
+        }
         if std::mem::take(&mut self.fresh) {
             // Connecting went ~10 KB deeper than this wait for the answer
             // (ureq's connector frames); with 1,000 requests connecting at
@@ -235,7 +313,16 @@ impl Transport for DeadlineTransport {
         }
     }
 
+    /// ureq probes a connection (a non-blocking read of one byte, between
+    /// two `ioctl(FIONBIO)`) when it returns it to its pool, right after
+    /// its body was read to the end, and again when it takes it out for
+    /// the next request. The second probe sees whatever the first would
+    /// have (bytes after the body, a close) and what came since, so it
+    /// alone decides: three system calls fewer per request.
     fn is_open(&mut self) -> bool {
+        if std::mem::take(&mut self.used) {
+            return true;
+        }
         self.inner.is_open()
     }
 
@@ -326,7 +413,13 @@ mod tests {
                     64, 64,
                 )));
                 // As `DeadlineConnector::connect` makes it.
-                let mut t = DeadlineTransport { inner, fresh: true };
+                let mut t = DeadlineTransport {
+                    inner,
+                    fresh: true,
+                    held: Vec::new(),
+                    writing: false,
+                    used: false,
+                };
                 // As deep as connecting went.
                 go_deep(160);
                 let deep = resident_kb_at(at);
@@ -348,5 +441,120 @@ mod tests {
             again + 16 > deep,
             "{deep} kB deep, {again} kB after a later wait"
         );
+    }
+
+    /// A transport that records what each write sent, and counts its
+    /// liveness probes.
+    #[derive(Debug)]
+    struct Recording {
+        bufs: ureq::unversioned::transport::LazyBuffers,
+        sent: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        probes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Transport for Recording {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.bufs
+        }
+        fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), Error> {
+            let out = self.bufs.output()[..amount].to_vec();
+            self.sent.lock().unwrap().push(out);
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, Error> {
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            self.probes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+    }
+
+    /// As ureq writes a request: the head into the output buffer and
+    /// transmitted, then the body in pieces of at most the buffer's size.
+    fn write_request(t: &mut DeadlineTransport, head: &[u8], body: &[u8]) {
+        t.buffers().output()[..head.len()].copy_from_slice(head);
+        t.transmit_output(head.len(), NextTimeout::default())
+            .unwrap();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let out = t.buffers().output();
+            let n = out.len().min(rest.len());
+            out[..n].copy_from_slice(&rest[..n]);
+            t.transmit_output(n, NextTimeout::default()).unwrap();
+            rest = &rest[n..];
+        }
+        assert!(t.await_input(NextTimeout::default()).unwrap());
+    }
+
+    #[test]
+    fn a_request_head_leaves_with_the_start_of_its_body() {
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let inner = Box::new(Recording {
+            bufs: ureq::unversioned::transport::LazyBuffers::new(1024, 256),
+            sent: sent.clone(),
+            probes: Default::default(),
+        });
+        let mut t = DeadlineTransport {
+            inner,
+            fresh: false,
+            held: Vec::new(),
+            writing: false,
+            used: false,
+        };
+        let head = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 20\r\n\r\n";
+        // A small body: head and body in one write.
+        write_request(&mut t, head, b"{\"model\":\"m\",\"x\":1}");
+        assert_eq!(
+            std::mem::take(&mut *sent.lock().unwrap()),
+            [[&head[..], b"{\"model\":\"m\",\"x\":1}"].concat()]
+        );
+        // The next request on the connection: the same.
+        write_request(&mut t, head, b"{}");
+        assert_eq!(
+            std::mem::take(&mut *sent.lock().unwrap()),
+            [[&head[..], b"{}"].concat()]
+        );
+        // A body larger than the buffer: the head with as much of the
+        // body as fits, then the rest, in order.
+        let big: Vec<u8> = (0..600u32).map(|i| b'a' + (i % 26) as u8).collect();
+        write_request(&mut t, head, &big);
+        let writes = std::mem::take(&mut *sent.lock().unwrap());
+        assert_eq!(writes[0].len(), 256, "{writes:?}");
+        assert_eq!(writes.concat(), [&head[..], &big].concat());
+        // No body (a GET): the head leaves when the answer is awaited.
+        write_request(&mut t, b"GET /v1/responses/r HTTP/1.1\r\n\r\n", b"");
+        assert_eq!(
+            std::mem::take(&mut *sent.lock().unwrap()),
+            [b"GET /v1/responses/r HTTP/1.1\r\n\r\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_connection_is_probed_when_it_leaves_the_pool_not_when_it_returns() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let inner = Box::new(Recording {
+            bufs: ureq::unversioned::transport::LazyBuffers::new(1024, 256),
+            sent: Default::default(),
+            probes: probes.clone(),
+        });
+        let mut t = DeadlineTransport {
+            inner,
+            fresh: false,
+            held: Vec::new(),
+            writing: false,
+            used: false,
+        };
+        for round in 1..=3 {
+            write_request(&mut t, b"POST / HTTP/1.1\r\n\r\n", b"{}");
+            // ureq returns the connection to its pool: no probe.
+            assert!(t.is_open());
+            assert_eq!(probes.load(Relaxed), round - 1, "round {round}");
+            // ureq takes it out of the pool for the next request: probed.
+            assert!(t.is_open());
+            assert_eq!(probes.load(Relaxed), round, "round {round}");
+        }
     }
 }

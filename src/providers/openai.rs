@@ -96,11 +96,24 @@ pub(super) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Just enough of a stream chunk to spot an error object.
+/// Just enough of a stream chunk to spot an error object, and its
+/// top-level `usage` member: `None` when absent, `Some(None)` when `null`
+/// (which is what tells the stream to strip it, without a second scan of
+/// the chunk for `"usage"`).
 #[derive(Deserialize)]
 struct ChunkProbe {
     error: Option<Value>,
-    usage: Option<UsageProbe>,
+    #[serde(default, deserialize_with = "present")]
+    usage: Option<Option<UsageProbe>>,
+}
+
+/// A member that is present, `null` included.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Whether a chunk's `choices` is empty; read only for chunks with usage.
@@ -236,39 +249,38 @@ impl ChatStream for OpenAiStream<'_> {
                         .decode_error("malformed stream event", data.as_bytes()));
                 }
             };
-            if let Some(u) = &probe.usage {
+            if let Some(Some(u)) = &probe.usage {
                 self.usage = Some(crate::metrics::Usage {
                     prompt: u.prompt_tokens,
                     completion: u.completion_tokens,
                 });
             }
             if self.hide_usage {
-                let usage_only = probe.usage.is_some()
-                    && serde_json::from_str::<ChoicesProbe>(data)
-                        .is_ok_and(|c| c.choices.is_empty());
-                if usage_only {
-                    continue;
-                }
-                // OpenAI ends every other chunk with it: cut it in place.
-                const TAIL: &str = ",\"usage\":null}";
-                let stripped = if data.ends_with(TAIL) {
-                    None
-                } else if data.contains("\"usage\"") {
-                    strip_null_usage(data)
-                } else {
-                    None
-                };
-                match (stripped, ev.data.as_mut()) {
-                    (Some(s), _) => ev.data = Some(s),
-                    (None, Some(d)) if d.ends_with(TAIL) => {
-                        d.truncate(d.len() - TAIL.len());
-                        d.push('}');
+                match probe.usage {
+                    Some(Some(_)) => {
+                        let usage_only = serde_json::from_str::<ChoicesProbe>(data)
+                            .is_ok_and(|c| c.choices.is_empty());
+                        if usage_only {
+                            continue;
+                        }
                     }
-                    _ => {}
+                    // OpenAI ends every other chunk with it: cut it in place.
+                    Some(None) => {
+                        const TAIL: &str = ",\"usage\":null}";
+                        if let Some(d) = ev.data.as_mut() {
+                            if d.ends_with(TAIL) {
+                                d.truncate(d.len() - TAIL.len());
+                                d.push('}');
+                            } else if let Some(s) = strip_null_usage(d) {
+                                *d = s;
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
             ev.comments.clear();
-            return Ok(Some(sse::encode(&ev)));
+            return Ok(Some(sse::encode_owned(ev)));
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::refined_tcp_stream::{Deadline, Stopper};
+use crate::util::refined_tcp_stream::{Deadline, Idle, Stopper};
 use crate::util::RefinedTcpStream;
 use crate::Limits;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
@@ -159,6 +159,17 @@ impl ClientConnection {
         self.secure
     }
 
+    /// llm-proxy patch 13: the last request was the connection's last
+    /// (`Connection: close`, HTTP/1.0, `stop_reading_ahead`).
+    pub(crate) fn last_request_read(&self) -> bool {
+        self.no_more_requests || self.stopper.stopped()
+    }
+
+    /// llm-proxy patch 13: this connection's shared state.
+    pub(crate) fn stopper(&self) -> &Arc<Stopper> {
+        &self.stopper
+    }
+
     /// Reads the next line from self.next_header_source.
     /// (llm-proxy patch: at most `MAX_LINE` bytes.)
     ///
@@ -184,6 +195,31 @@ impl ClientConnection {
                         "The request head did not arrive in time".into(),
                     ));
                 }
+                // llm-proxy patch 12: the idle timeout passed before a byte
+                // of a next head. A connection whose response is still being
+                // written (an event stream) is not idle, and the timeout
+                // counts from the end of the last response: only then is
+                // the connection closed (quietly, as before).
+                Some(Err(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    let timeout = self.stopper.idle_timeout().unwrap_or_default();
+                    match self.stopper.keep_alive_until(timeout, Instant::now()) {
+                        Idle::Busy => {
+                            self.deadline.set(None);
+                            continue;
+                        }
+                        Idle::Until(at) => {
+                            self.deadline.set(Some(at));
+                            continue;
+                        }
+                        Idle::Over => {
+                            self.deadline.set(None);
+                            return Err(ReadError::ReadIoError(IoError::new(
+                                ErrorKind::WouldBlock,
+                                "the connection was idle for its timeout",
+                            )));
+                        }
+                    }
+                }
                 Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
                 None => {
                     return Err(ReadError::ReadIoError(IoError::new(
@@ -198,9 +234,9 @@ impl ClientConnection {
             // keep-alive connection waits for the socket's own timeout.
             if !self.head_started {
                 self.head_started = true;
-                if let Some(t) = self.limits.header_timeout {
-                    self.deadline.set(Some(Instant::now() + t));
-                }
+                // (llm-proxy patch 12: replacing any idle deadline.)
+                self.deadline
+                    .set(self.limits.header_timeout.map(|t| Instant::now() + t));
             }
 
             if byte == b'\n' && prev_byte_was_cr {
@@ -292,7 +328,8 @@ impl ClientConnection {
         check_framing(&headers)?;
 
         // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        // (llm-proxy patch 12: which tells the read-ahead while it lives.)
+        let writer = InFlight::new(self.sink.next().unwrap(), self.stopper.clone());
 
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
@@ -424,6 +461,43 @@ impl Iterator for ClientConnection {
             // returning the request
             return Some(rq);
         }
+    }
+}
+
+/// llm-proxy patch 12: a response's writer, counted as in flight on its
+/// connection (`Stopper::response_started`) until it is dropped, so that
+/// the read-ahead for a next request neither gives up on the connection
+/// while the response is written nor counts its idle timeout from before
+/// the response ended.
+struct InFlight<W: std::io::Write> {
+    inner: W,
+    stopper: Arc<Stopper>,
+}
+
+impl<W: std::io::Write> InFlight<W> {
+    fn new(inner: W, stopper: Arc<Stopper>) -> InFlight<W> {
+        stopper.response_started();
+        InFlight { inner, stopper }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for InFlight<W> {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.inner.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> IoResult<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for InFlight<W> {
+    fn drop(&mut self) {
+        self.stopper.response_ended(Instant::now());
     }
 }
 

@@ -77,6 +77,24 @@ impl std::io::Write for Connection {
         }
     }
 }
+/// llm-proxy patch 13: see `Connection::peek_gone`.
+#[cfg(target_os = "linux")]
+fn peek_now(s: &TcpStream) -> std::io::Result<usize> {
+    /// `<sys/socket.h>` on Linux.
+    const MSG_PEEK: i32 = 0x2;
+    const MSG_DONTWAIT: i32 = 0x40;
+    let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+    socket2::SockRef::from(s).recv_with_flags(&mut one, MSG_PEEK | MSG_DONTWAIT)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peek_now(s: &TcpStream) -> std::io::Result<usize> {
+    s.set_nonblocking(true)?;
+    let seen = s.peek(&mut [0u8; 1]);
+    let _ = s.set_nonblocking(false);
+    seen
+}
+
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
     pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
@@ -110,6 +128,31 @@ impl Connection {
             Self::Tcp(s) => s.set_read_timeout(t),
             #[cfg(unix)]
             Self::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// llm-proxy patch 13: whether the peer closed or reset the connection,
+    /// seen without reading or waiting: one `recv(MSG_PEEK | MSG_DONTWAIT)`
+    /// on Linux (elsewhere `O_NONBLOCK` for one peek, on a connection no
+    /// other thread reads meanwhile). Unix sockets: `false`.
+    pub(crate) fn peek_gone(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            Self::Tcp(s) => {
+                let seen = peek_now(s);
+                match seen {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ),
+                }
+            }
+            #[cfg(unix)]
+            Self::Unix(_) => false,
         }
     }
 

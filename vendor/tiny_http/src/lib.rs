@@ -366,7 +366,8 @@ impl Server {
         };
         let accept_thread = thread::Builder::new().name("tiny-http-accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new(limits.max_connections, limits.stack_size);
+            // (llm-proxy patch 13: shared with parked connections.)
+            let tasks_pool = Arc::new(util::TaskPool::new(limits.max_connections, limits.stack_size));
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
@@ -415,7 +416,8 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
-                        tasks_pool.spawn(Box::new(ConnectionTask { client, messages }));
+                        let pool = tasks_pool.clone();
+                        tasks_pool.spawn(Box::new(ConnectionTask { client, messages, pool }));
                     }
 
                     // llm-proxy patch: an accept error used to end the
@@ -551,23 +553,58 @@ impl Server {
 struct ConnectionTask {
     client: ClientConnection,
     messages: Arc<MessagesQueue<Message>>,
+    /// llm-proxy patch 13: where a parked connection goes back to.
+    pool: Arc<util::TaskPool>,
 }
 
 impl util::Task for ConnectionTask {
-    fn run(self: Box<Self>) {
-        let ConnectionTask { client, messages } = *self;
+    fn run(self: Box<Self>) -> util::Ended {
+        let ConnectionTask {
+            mut client,
+            messages,
+            pool,
+        } = *self;
         // Synchronization is needed for HTTPS requests to avoid a deadlock
         if client.secure() {
             let (sender, receiver) = mpsc::channel();
             for rq in client {
                 messages.push(rq.with_notify_sender(sender.clone()).into());
                 if receiver.recv().is_err() {
-                    return;
+                    return util::Ended::Closed;
                 }
             }
-        } else {
-            for rq in client {
-                messages.push(rq.into());
+            return util::Ended::Closed;
+        }
+        // llm-proxy patch 13: one request at a time, and no thread while
+        // it is handled. The thread hands the request out and goes back to
+        // the pool; the connection comes back to the pool when the
+        // response's writer is dropped (`Stopper::response_ended`), for its
+        // next request head. The handler sees a client that leaves through
+        // `ClientWatch`, which peeks at the socket. A request must hold one
+        // thread (its handler's), not two, for as long as it lasts: an
+        // event stream for minutes.
+        loop {
+            let Some(rq) = client.next() else {
+                return util::Ended::Closed;
+            };
+            messages.push(rq.into());
+            if client.last_request_read() {
+                // The connection ends with this response (its writer
+                // holds the socket until then).
+                client.stopper().unwatch();
+                return util::Ended::Closed;
+            }
+            let stopper = client.stopper().clone();
+            let mut flow = stopper.flow();
+            if flow.in_flight > 0 {
+                let back = pool.clone();
+                let task = Box::new(ConnectionTask {
+                    client,
+                    messages,
+                    pool,
+                });
+                flow.resume = Some(Box::new(move || back.resume(task)));
+                return util::Ended::Parked;
             }
         }
     }

@@ -84,13 +84,13 @@ pub struct Request {
 pub struct ClientWatch(Option<std::sync::Arc<crate::util::refined_tcp_stream::Stopper>>);
 
 impl ClientWatch {
-    /// Whether the client closed or reset its connection. Noticed by the
-    /// connection's thread, which reads ahead for a next request on a
-    /// keep-alive connection while this one is handled; it reads an EOF
-    /// when the client closes. Not noticed (always `false`) on a
-    /// connection without read-ahead: after `Connection: close`, HTTP/1.0,
-    /// or `stop_reading_ahead` (whose own shutdown of the read side is not
-    /// taken for the client leaving).
+    /// Whether the client closed or reset its connection. (llm-proxy patch
+    /// 13: a peek at the socket that does not wait, as nginx does, since
+    /// the connection's thread no longer reads ahead while a request is
+    /// handled; a pipelined next request is not leaving.) Always `false`
+    /// on a connection's last request (`Connection: close`, HTTP/1.0) and
+    /// after `stop_reading_ahead` (the connection's own shutdown of its
+    /// read side is not the client leaving), and on Unix sockets.
     pub fn gone(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.peer_gone())
     }

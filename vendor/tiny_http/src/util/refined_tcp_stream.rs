@@ -129,6 +129,40 @@ pub struct Stopper {
     /// llm-proxy patch: the read-ahead for a next request saw the client
     /// close (EOF) or reset the connection. See `Request::client_gone`.
     peer_gone: std::sync::atomic::AtomicBool,
+    /// llm-proxy patch 12: the responses on this connection, see `Flow`.
+    flow: Mutex<Flow>,
+    /// llm-proxy patch 13: the connection's last request was read and its
+    /// reading half is about to be shut (`RefinedTcpStream`'s drop), which a
+    /// peek would take for the client leaving: `peer_gone` stays `false`,
+    /// as it did for such connections before this patch.
+    unwatched: std::sync::atomic::AtomicBool,
+}
+
+/// llm-proxy patches 12 and 13: the responses on one connection.
+#[derive(Default)]
+pub(crate) struct Flow {
+    /// Responses not yet written to the end (writers not yet dropped).
+    pub in_flight: usize,
+    /// When the last one ended: the idle timeout counts from there.
+    pub last_end: Option<Instant>,
+    /// llm-proxy patch 13: a parked connection's way back to the pool, run
+    /// when its response ends.
+    pub resume: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// llm-proxy patch 12: what the read-ahead for a next request does when
+/// the socket's own read timeout (the idle keep-alive timeout) passes
+/// before a byte of a next request head.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Idle {
+    /// A response is still being written (an event stream that outlives
+    /// the timeout): the connection is not idle; keep waiting.
+    Busy,
+    /// Idle, but for less than the timeout (it counts from the end of the
+    /// last response): wait until then.
+    Until(Instant),
+    /// Idle for the whole timeout: close the connection.
+    Over,
 }
 
 impl Stopper {
@@ -137,7 +171,64 @@ impl Stopper {
             closing: std::sync::atomic::AtomicBool::new(false),
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
+            flow: Mutex::new(Flow::default()),
+            unwatched: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// llm-proxy patch 13: see `unwatched`.
+    pub(crate) fn unwatch(&self) {
+        self.unwatched
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// llm-proxy patches 12 and 13: the responses on this connection.
+    pub(crate) fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// llm-proxy patch 12: a response on this connection has begun (its
+    /// request was read).
+    pub(crate) fn response_started(&self) {
+        self.flow().in_flight += 1;
+    }
+
+    /// llm-proxy patch 12: a response on this connection is over (its
+    /// writer was dropped). (Patch 13: a parked connection goes back to
+    /// the pool for its next request.)
+    pub(crate) fn response_ended(&self, now: Instant) {
+        let resume = {
+            let mut flow = self.flow();
+            flow.in_flight = flow.in_flight.saturating_sub(1);
+            flow.last_end = Some(now);
+            if flow.in_flight == 0 {
+                flow.resume.take()
+            } else {
+                None
+            }
+        };
+        if let Some(resume) = resume {
+            resume();
+        }
+    }
+
+    /// llm-proxy patch 12: whether a connection whose read-ahead has waited
+    /// `timeout` without a byte is idle, at `now`.
+    pub(crate) fn keep_alive_until(&self, timeout: Duration, now: Instant) -> Idle {
+        let flow = self.flow();
+        if flow.in_flight > 0 {
+            return Idle::Busy;
+        }
+        match flow.last_end.and_then(|end| end.checked_add(timeout)) {
+            Some(at) if at > now => Idle::Until(at),
+            _ => Idle::Over,
+        }
+    }
+
+    /// llm-proxy patch 12: the idle keep-alive timeout, the socket's own
+    /// read timeout (`None`: none, or not known).
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.sock.as_ref().and_then(|s| s.read_timeout().ok().flatten())
     }
 
     pub fn stop(&self) {
@@ -170,9 +261,25 @@ impl Stopper {
         }
     }
 
-    /// llm-proxy patch: see `note_peer_gone`.
+    /// llm-proxy patch: see `note_peer_gone`. (Patch 13: the connection's
+    /// thread no longer reads while a response is in flight, so this looks
+    /// at the socket itself, as nginx does: a peek that does not wait sees
+    /// an EOF or a reset, or a pipelined request, which is not leaving.)
     pub fn peer_gone(&self) -> bool {
-        self.peer_gone.load(std::sync::atomic::Ordering::Acquire)
+        if self.peer_gone.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        if self.stopped() || self.unwatched.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let Some(sock) = &self.sock else {
+            return false;
+        };
+        let gone = sock.peek_gone();
+        if gone {
+            self.note_peer_gone();
+        }
+        gone
     }
 }
 

@@ -8,8 +8,17 @@ use std::time::Duration;
 
 /// llm-proxy patch: the work the pool runs (a client connection), and what
 /// to do with it when it cannot run (answer and close without a thread).
+/// llm-proxy patch 13: how a task's run ended.
+pub enum Ended {
+    /// The connection is closed: it no longer counts as open.
+    Closed,
+    /// The connection is parked (see `Request::park_connection`): still
+    /// open and counted, and it comes back through `TaskPool::resume`.
+    Parked,
+}
+
 pub trait Task: Send {
-    fn run(self: Box<Self>);
+    fn run(self: Box<Self>) -> Ended;
     fn refuse(self: Box<Self>, status: u16, message: &str);
 }
 
@@ -149,6 +158,25 @@ impl TaskPool {
         }
     }
 
+    /// llm-proxy patch 13: a parked connection's next turn. It is already
+    /// admitted (it stayed counted while parked); if no thread can be
+    /// started for it, it is closed.
+    pub fn resume(&self, code: Box<dyn Task>) {
+        let mut queue = self.sharing.todo();
+        queue.push_back(code);
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
+            if let Err(e) = self.add_thread() {
+                let code = queue.pop_back().expect("the task just queued");
+                drop(queue);
+                self.sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                log::error!("cannot start a thread for a kept connection, closing it: {}", e);
+                drop(code);
+            }
+        } else {
+            self.sharing.condvar.notify_one();
+        }
+    }
+
     fn add_thread(&self) -> io::Result<()> {
         let sharing = self.sharing.clone();
         let mut builder = thread::Builder::new().name("connection".into());
@@ -198,8 +226,10 @@ impl TaskPool {
                 };
 
                 // A panic in one connection ends that connection only.
-                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
-                sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                let ended = catch_unwind(AssertUnwindSafe(|| task.run()));
+                if !matches!(ended, Ok(Ended::Parked)) {
+                    sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
         Ok(())
