@@ -2,12 +2,14 @@
 """llm-proxy benchmark harness. Run through scripts/bench.sh; BENCHMARKS.md
 explains the method and how to read the output.
 
-Loopback only. Starts two mock upstreams (fast and slow) and the proxy,
-measures every scenario directly against the mock and through the proxy in
-the same run (interleaved, repeated), and prints a Markdown table plus raw
-JSON. Everything it starts is stopped on exit, however it exits.
+Loopback only. Starts two mock upstreams (fast and slow), the proxy and,
+when --nginx is given, nginx as a plain `proxy_pass` in front of the same
+mocks (the one-hop floor). Measures every scenario directly against the
+mock, through the proxy and through nginx in the same run (interleaved,
+repeated), and prints Markdown tables plus raw JSON. Everything it starts
+is stopped on exit, however it exits.
 
-Standard library only: the load generator is `oha` (its path in $OHA).
+Standard library only: the load generator is `oha` (--oha).
 """
 
 import argparse
@@ -26,6 +28,7 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHILDREN = []
+NGINX_MASTER = [None]
 
 
 def log(msg):
@@ -143,6 +146,109 @@ def stop(p):
     CHILDREN.remove(p)
 
 
+# nginx as the one-hop floor: a plain reverse proxy with streaming on
+# (`proxy_buffering off`), HTTP/1.1 and kept-alive connections to the mocks,
+# one worker per core, no access log. Written and run by the harness from
+# the results directory; nothing outside it is read or written.
+NGINX_CONFIG = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 16384;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream fast {{
+        server 127.0.0.1:{fast};
+        keepalive 1024;
+    }}
+    upstream slow {{
+        server 127.0.0.1:{slow};
+        keepalive 1024;
+    }}
+    server {{
+        listen 127.0.0.1:{fast_listen};
+        location / {{
+            proxy_pass http://fast;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{slow_listen};
+        location / {{
+            proxy_pass http://slow;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(binary, out, fast_port, slow_port):
+    """Start nginx in the foreground in front of both mocks; return
+    (process, {"fast": port, "slow": port}, config path)."""
+    d = os.path.abspath(os.path.join(out, "nginx"))
+    os.makedirs(d, exist_ok=True)
+    ports = {"fast": free_port(), "slow": free_port()}
+    workers = os.cpu_count() or 1
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(
+            NGINX_CONFIG.format(
+                workers=workers, dir=d, fast=fast_port, slow=slow_port,
+                fast_listen=ports["fast"], slow_listen=ports["slow"],
+            )
+        )
+    err = open(os.path.join(d, "stderr.log"), "ab")
+    # -e: the error log before the config is read (the build's default may
+    # be a system path); -p: the prefix, so nothing is looked up elsewhere.
+    p = subprocess.Popen(
+        [binary, "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    CHILDREN.append(p)
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"nginx exited with {p.returncode}; see {d}/error.log")
+        # Any answer will do (the mock's own status passed through).
+        answering = all(http_get_status(port, "/v1/models") is not None for port in ports.values())
+        if answering and len(nginx_pids(p.pid)) > workers:
+            return p, ports, conf
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx did not answer within 10 s; see {d}/error.log")
+
+
+def nginx_pids(master):
+    """The master and its workers (children of the master)."""
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == master:
+            pids.append(int(entry))
+    return pids
+
+
 # --------------------------------------------------------------------------
 # /proc
 
@@ -165,6 +271,54 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def machine_busy_ticks():
+    """Busy time of the whole machine (every CPU), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4]  # less idle and iowait (guest is in user)
+
+
+def watched_pids():
+    """Every long-running process the harness started (mocks, proxy, nginx
+    master and workers)."""
+    pids = []
+    for c in CHILDREN:
+        if c.poll() is None:
+            pids += nginx_pids(c.pid) if c.pid == NGINX_MASTER[0] else [c.pid]
+    return pids
+
+
+def ticks_or_zero(pid):
+    try:
+        return cpu_ticks(pid)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class OtherCpu:
+    """CPU the rest of the machine used while a run went on: the machine's
+    busy time less that of every process of the benchmark (the servers, the
+    load generator, this script). In percent of the machine's capacity; a
+    few percent is noise, tens mean another job ran and the CPU figures of
+    that run are not to be trusted."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        self.busy0 = machine_busy_ticks()
+        self.ours0 = sum(ticks_or_zero(p) for p in watched_pids())
+        self.self0 = sum(os.times()[:4])
+        return self
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self.t0
+        busy = machine_busy_ticks() - self.busy0
+        ours = sum(ticks_or_zero(p) for p in watched_pids()) - self.ours0
+        # os.times(): this process's threads and its reaped children (oha).
+        own = (sum(os.times()[:4]) - self.self0) * CLK_TCK
+        capacity = max(1e-9, elapsed * (os.cpu_count() or 1) * CLK_TCK)
+        self.pct = max(0.0, (busy - ours - own) / capacity * 100.0)
+
+
 def reset_peak_rss(pid):
     # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
     try:
@@ -175,21 +329,23 @@ def reset_peak_rss(pid):
 
 
 class Sampler:
-    """Samples a process's thread count and RSS while a scenario runs."""
+    """Samples the thread count and RSS of a process, or the sum over a
+    group of processes (nginx's master and workers), while a scenario runs."""
 
-    def __init__(self, pid):
-        self.pid, self.threads, self.rss = pid, 0, 0
+    def __init__(self, pids):
+        self.pids = pids if isinstance(pids, list) else [pids]
+        self.threads, self.rss = 0, 0
         self.done = threading.Event()
         self.t = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
         while not self.done.is_set():
             try:
-                st = proc_status(self.pid)
+                sts = [proc_status(pid) for pid in self.pids]
             except OSError:
                 return
-            self.threads = max(self.threads, st["Threads"])
-            self.rss = max(self.rss, st["VmRSS"])
+            self.threads = max(self.threads, sum(st["Threads"] for st in sts))
+            self.rss = max(self.rss, sum(st["VmRSS"] for st in sts))
             self.done.wait(0.02)
 
     def __enter__(self):
@@ -227,7 +383,8 @@ def run_oha(oha, url, body, clients, duration, requests=None):
         cmd += ["-z", f"{duration}s"]
     # oha's own timeout: a request stuck past this is an error, not a hang.
     cmd += ["-t", "30s", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    with OtherCpu() as other:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
         raise SystemExit(f"oha failed ({out.returncode}): {out.stderr.strip()[:500]}")
     r = json.loads(out.stdout)
@@ -252,6 +409,7 @@ def run_oha(oha, url, body, clients, duration, requests=None):
         "p90": ms("p90"),
         "p99": ms("p99"),
         "error_kinds": kinds,
+        "other_cpu_pct": other.pct,
     }
 
 
@@ -299,6 +457,26 @@ def ttfb_series(port, body, stream, n):
     return vals, errors
 
 
+def measure(oha, pids, url, body, clients, duration, requests):
+    """One oha run against a server made of `pids` (the proxy, or nginx's
+    master and workers): its CPU per request and peak RSS and threads,
+    summed over the processes."""
+    for pid in pids:
+        reset_peak_rss(pid)
+    c0 = sum(cpu_ticks(pid) for pid in pids)
+    with Sampler(pids) as smp:
+        r = run_oha(oha, url, body, clients, duration, requests)
+    c1 = sum(cpu_ticks(pid) for pid in pids)
+    sts = [proc_status(pid) for pid in pids]
+    r["cpu_ms_per_req"] = (c1 - c0) * 1000.0 / CLK_TCK / max(1, r["ok"] + r["errors"])
+    # VmHWM also catches a spike between two samples; for a group it is the
+    # sum of each process's own peak (an upper bound of the group's peak).
+    r["peak_rss_kb"] = max(sum(st["VmHWM"] for st in sts), smp.rss)
+    r["peak_threads"] = smp.threads
+    r["rss_after_kb"] = sum(st["VmRSS"] for st in sts)
+    return r
+
+
 def pctl(vals, q):
     if not vals:
         return None
@@ -336,6 +514,8 @@ def merge(runs):
         vals = [r[k] for r in runs]
         if k in ("errors", "ok", "requests"):
             out[k] = sum(vals)
+        elif k == "other_cpu_pct":
+            out[k] = max(vals)
         elif all(isinstance(v, (int, float)) or v is None for v in vals):
             out[k] = median(vals)
         else:
@@ -353,6 +533,7 @@ def main():
     ap.add_argument("--proxy", required=True)
     ap.add_argument("--mock", required=True)
     ap.add_argument("--oha", required=True)
+    ap.add_argument("--nginx", help="nginx binary: adds nginx proxy_pass as a third column")
     ap.add_argument("--out", required=True, help="directory for results and logs")
     a = ap.parse_args()
     repeat = a.repeat or (1 if a.mode == "quick" else 3)
@@ -411,6 +592,30 @@ def run(a, repeat, duration):
     }
     log(f"startup {median(starts):.1f} ms, idle RSS {idle['VmRSS']} kB, {idle['Threads']} threads")
 
+    nginx, nginx_ports = None, {}
+    if a.nginx:
+        try:
+            nginx, nginx_ports, conf = start_nginx(a.nginx, a.out, fast_port, slow_port)
+            NGINX_MASTER[0] = nginx.pid
+            version = subprocess.run([a.nginx, "-v"], capture_output=True, text=True).stderr.strip()
+            time.sleep(0.5)
+            pids = nginx_pids(nginx.pid)
+            result["nginx"] = {
+                "version": version.split("/", 1)[-1],
+                "config": conf,
+                "processes": len(pids),
+                "idle_rss_kb": sum(proc_status(p)["VmRSS"] for p in pids),
+            }
+            log(f"nginx {result['nginx']['version']}: {len(pids)} processes, config {conf}")
+        except (OSError, RuntimeError) as e:
+            if nginx is not None:
+                stop(nginx)
+                nginx = None
+            result["nginx"] = {"skipped": str(e)}
+            log(f"bench: nginx column skipped: {e}")
+    else:
+        result["nginx"] = {"skipped": "no nginx binary given"}
+
     only = set(a.only.split(",")) if a.only else None
     for name, model, stream, clients, requests in SCENARIOS:
         if only and name not in only:
@@ -419,7 +624,8 @@ def run(a, repeat, duration):
         body = chat_body(model, stream)
         direct_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
         proxy_url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
-        d_runs, p_runs = [], []
+        nginx_url = f"http://127.0.0.1:{nginx_ports[model]}/v1/chat/completions" if nginx else None
+        d_runs, p_runs, n_runs = [], [], []
         mock_pid = fast.pid if model == "fast" else slow.pid
         for i in range(repeat):
             m0 = cpu_ticks(mock_pid)
@@ -429,22 +635,18 @@ def run(a, repeat, duration):
             # what tiny_http's thread-per-connection design costs.
             r["cpu_ms_per_req"] = (m1 - m0) * 1000.0 / CLK_TCK / max(1, r["ok"] + r["errors"])
             d_runs.append(r)
-            reset_peak_rss(pid)
-            c0 = cpu_ticks(pid)
-            with Sampler(pid) as smp:
-                r = run_oha(a.oha, proxy_url, body, clients, duration, requests)
-            c1 = cpu_ticks(pid)
-            st = proc_status(pid)
-            r["cpu_ms_per_req"] = (c1 - c0) * 1000.0 / CLK_TCK / max(1, r["ok"] + r["errors"])
-            r["peak_rss_kb"] = max(st["VmHWM"], smp.rss)
-            r["peak_threads"] = smp.threads
-            r["rss_after_kb"] = st["VmRSS"]
-            p_runs.append(r)
+            p_runs.append(measure(a.oha, [pid], proxy_url, body, clients, duration, requests))
+            if nginx:
+                n_runs.append(
+                    measure(a.oha, nginx_pids(nginx.pid), nginx_url, body, clients, duration, requests)
+                )
         d, p = merge(d_runs), merge(p_runs)
         sc = {"model": model, "stream": stream, "clients": clients, "direct": d, "proxy": p}
+        if n_runs:
+            sc["nginx"] = merge(n_runs)
         if clients == 1:
             # Time to first byte (streams: first event), one client, fresh
-            # connection per request for both sides (connect not timed).
+            # connection per request for every side (connect not timed).
             n = 200 if a.mode == "quick" else 500
             dv, de = ttfb_series(mock_port, body, stream, n)
             pv, pe = ttfb_series(proxy_port, body, stream, n)
@@ -453,11 +655,21 @@ def run(a, repeat, duration):
                 "proxy_p50": pctl(pv, 50), "proxy_p99": pctl(pv, 99),
                 "errors": de + pe, "n": n,
             }
+            if nginx:
+                nv, ne = ttfb_series(nginx_ports[model], body, stream, n)
+                sc["ttfb"].update(nginx_p50=pctl(nv, 50), nginx_p99=pctl(nv, 99), nginx_errors=ne)
         result["scenarios"][name] = sc
         log(
             f"{name}: direct {d['rps']:.0f}/s p50 {d['p50']:.3f} ms | proxy {p['rps']:.0f}/s "
             f"p50 {p['p50']:.3f} ms, {p['errors']} errors, {p['cpu_ms_per_req']:.4f} ms CPU/req, "
-            f"peak {p['peak_rss_kb']} kB, {p['peak_threads']} threads"
+            f"peak {p['peak_rss_kb']} kB, {p['peak_threads']} threads, "
+            f"other CPU {max(d['other_cpu_pct'], p['other_cpu_pct']):.0f}%"
+            + (
+                f" | nginx {sc['nginx']['rps']:.0f}/s, {sc['nginx']['errors']} errors, "
+                f"{sc['nginx']['cpu_ms_per_req']:.4f} ms CPU/req, peak {sc['nginx']['peak_rss_kb']} kB"
+                if "nginx" in sc
+                else ""
+            )
         )
 
     # tiny_http's connection threads exit after 5 s idle.
@@ -466,6 +678,8 @@ def run(a, repeat, duration):
     result["after_load_threads"] = proc_status(pid)["Threads"]
     result["elapsed_s"] = time.time() - t_start
     stop(proxy)
+    if nginx:
+        stop(nginx)
     stop(fast)
     stop(slow)
 
@@ -491,6 +705,61 @@ def add(p, d):
     return None if p is None or d is None else p - d
 
 
+def div(a, b):
+    return None if a is None or not b else a / b
+
+
+def issue14_rows(scs, have_nginx):
+    """Issue 14's table, from the scenarios that ran: the proxy, nginx and
+    their ratio (2.0 or less is the issue's goal for CPU per stream)."""
+
+    def get(name, side, key):
+        sc = scs.get(name)
+        return None if not sc or side not in sc else sc[side].get(key)
+
+    def share(name, side):
+        return div(get(name, side, "rps"), get(name, "direct", "rps"))
+
+    def added_ttfb(side):
+        t = (scs.get("stream c1") or {}).get("ttfb") or {}
+        return add(t.get(f"{side}_p50"), t.get("direct_p50"))
+
+    def pct(v):
+        return None if v is None else v * 100.0
+
+    def mb(name, side):
+        kb = get(name, side, "peak_rss_kb")
+        return None if kb is None else kb / 1024
+
+    rows = [
+        ("CPU per stream, 1 client (ms)", get("stream c1", "proxy", "cpu_ms_per_req"),
+         get("stream c1", "nginx", "cpu_ms_per_req"), 3),
+        ("CPU per stream, 16 clients (ms)", get("stream c16", "proxy", "cpu_ms_per_req"),
+         get("stream c16", "nginx", "cpu_ms_per_req"), 3),
+        ("streams/s at 16 clients, share of the mock's own rate (%)", pct(share("stream c16", "proxy")),
+         pct(share("stream c16", "nginx")), 1),
+        ("added time to first event, 1 client, p50 (ms)", added_ttfb("proxy"), added_ttfb("nginx"), 3),
+        ("1,000 slow streams: peak resident memory (MB)", mb("slow stream c1000", "proxy"),
+         mb("slow stream c1000", "nginx"), 1),
+        ("1,000 slow streams: share of the mock's own rate (%)", pct(share("slow stream c1000", "proxy")),
+         pct(share("slow stream c1000", "nginx")), 1),
+    ]
+    rows = [row for row in rows if row[1] is not None]
+    if not rows:
+        return []
+    out = ["", "Issue 14's rows (same run):", ""]
+    if have_nginx:
+        out += ["| measure | llm-proxy | nginx | llm-proxy/nginx |", "|---|---:|---:|---:|"]
+    else:
+        out += ["| measure | llm-proxy |", "|---|---:|"]
+    for label, pv, nv, nd in rows:
+        if have_nginx:
+            out.append(f"| {label} | {f(pv, nd)} | {f(nv, nd)} | {f(div(pv, nv), 2)} |")
+        else:
+            out.append(f"| {label} | {f(pv, nd)} |")
+    return out
+
+
 def render(r):
     m = r["machine"]
     lines = [
@@ -512,16 +781,69 @@ def render(r):
             f"{p['errors'] + d['errors']} | {f(p['cpu_ms_per_req'], 3)} ({f(d['cpu_ms_per_req'], 3)}) | "
             f"{p['peak_rss_kb'] / 1024:.1f} | {p['peak_threads']} |"
         )
-    lines += ["", "| time to first byte, 1 client | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms | errors |", "|---|---|---|---|---:|"]
+    ng = r.get("nginx", {})
+    have_nginx = any("nginx" in sc for sc in r["scenarios"].values())
+    if have_nginx:
+        lines += [
+            "",
+            f"Same run through nginx {ng.get('version', '')} `proxy_pass` ({ng.get('processes', '?')} processes: "
+            "master and one worker per core; `proxy_buffering off`, HTTP/1.1 kept-alive upstream connections). "
+            "nginx's CPU, RSS and processes are summed over master and workers.",
+            "",
+            "| scenario | direct req/s | proxy req/s | nginx req/s | nginx/direct | proxy/nginx req/s | CPU ms/req proxy / nginx / mock | CPU proxy/nginx | peak RSS MB proxy / nginx | peak threads proxy / nginx procs | errors proxy / nginx |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---|---|---|",
+        ]
+        for name, sc in r["scenarios"].items():
+            n = sc.get("nginx")
+            if not n:
+                continue
+            d, p = sc["direct"], sc["proxy"]
+            lines.append(
+                f"| {name} | {d['rps']:.0f} | {p['rps']:.0f} | {n['rps']:.0f} | {f(div(n['rps'], d['rps']))} | "
+                f"{f(div(p['rps'], n['rps']))} | "
+                f"{f(p['cpu_ms_per_req'], 3)} / {f(n['cpu_ms_per_req'], 3)} / {f(d['cpu_ms_per_req'], 3)} | "
+                f"{f(div(p['cpu_ms_per_req'], n['cpu_ms_per_req']), 1)}× | "
+                f"{p['peak_rss_kb'] / 1024:.1f} / {n['peak_rss_kb'] / 1024:.1f} | "
+                f"{p['peak_threads']} / {n['peak_threads']} | {p['errors']} / {n['errors']} |"
+            )
+    elif ng.get("skipped"):
+        lines += ["", f"nginx column skipped: {ng['skipped']}."]
+    nh = " | nginx p50 / p99 ms | nginx added p50 / p99 ms" if have_nginx else ""
+    lines += [
+        "",
+        f"| time to first byte, 1 client | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms{nh} | errors |",
+        "|---|---|---|---" + ("|---|---" if have_nginx else "") + "|---:|",
+    ]
     for name, sc in r["scenarios"].items():
         t = sc.get("ttfb")
         if not t:
             continue
+        cols = ""
+        if have_nginx:
+            cols = (
+                f" | {f(t.get('nginx_p50'), 3)} / {f(t.get('nginx_p99'), 3)} | "
+                f"{f(add(t.get('nginx_p50'), t['direct_p50']), 3)} / {f(add(t.get('nginx_p99'), t['direct_p99']), 3)}"
+            )
         lines.append(
             f"| {name} | {f(t['direct_p50'], 3)} / {f(t['direct_p99'], 3)} | "
             f"{f(t['proxy_p50'], 3)} / {f(t['proxy_p99'], 3)} | "
-            f"{f(add(t['proxy_p50'], t['direct_p50']), 3)} / {f(add(t['proxy_p99'], t['direct_p99']), 3)} | {t['errors']} |"
+            f"{f(add(t['proxy_p50'], t['direct_p50']), 3)} / {f(add(t['proxy_p99'], t['direct_p99']), 3)}"
+            f"{cols} | {t['errors'] + t.get('nginx_errors', 0)} |"
         )
+    lines += issue14_rows(r["scenarios"], have_nginx)
+    other = []
+    for name, sc in r["scenarios"].items():
+        vals = [sc[k].get("other_cpu_pct") for k in ("direct", "proxy", "nginx") if k in sc]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            other.append(f"{name} {max(vals):.0f}%" + (" (noisy)" if max(vals) > 10 else ""))
+    if other:
+        lines += [
+            "",
+            "Other work on the machine during the runs (CPU not used by the benchmark's own processes, "
+            "% of the machine, the largest of the scenario's runs; over 10% marks CPU figures not to trust): "
+            + ", ".join(other) + ".",
+        ]
     lines += [
         "",
         f"Startup to first 200: median {f(r['startup_ms']['median'], 1)} ms over {len(r['startup_ms']['all'])} starts. "
