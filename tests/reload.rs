@@ -12,7 +12,7 @@ use std::thread;
 
 use support::*;
 
-const KEY: &str = "sk-reload-test-secret-key-0123456789";
+const KEY: &str = "fake-reload-upstream-oscar-papa";
 
 /// Model `m`: `down` first, then `second`; `port` written only if given.
 fn config(down: &Fake, second: (&str, &Fake), port: Option<u16>) -> String {
@@ -225,7 +225,7 @@ models:
     let mut bin = Bin::start_with_env(
         cfg.path(),
         &["--host", "127.0.0.1", "--port", "0"],
-        &[("RELOAD_TEST_KEY", "sk-first-key")],
+        &[("RELOAD_TEST_KEY", "fake-first-quebec-romeo")],
     );
     cfg.write(&text("m2"));
     bin.signal("HUP");
@@ -239,7 +239,7 @@ models:
     let got = up.requests();
     assert_eq!(
         got.last().unwrap().header("authorization"),
-        Some("Bearer sk-first-key")
+        Some("Bearer fake-first-quebec-romeo")
     );
 }
 

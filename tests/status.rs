@@ -8,8 +8,8 @@ use std::process::Command;
 
 use support::*;
 
-const ADMIN_KEY: &str = "sk-status-admin-key-0123456789abcdef";
-const USER_KEY: &str = "sk-status-user-key-0123456789abcdef";
+const ADMIN_KEY: &str = "fake-operator-hotel-india-golf";
+const USER_KEY: &str = "fake-member-lima-mike-tango";
 
 /// Run `llm-proxy status` with `args` (and no admin key in the
 /// environment unless given): exit code, stdout, stderr.
@@ -38,7 +38,7 @@ fn config(primary: &Fake, backup: &Fake, solo: &Fake, extra: &str) -> String {
     yaml = yaml.replace(
         "models:\n",
         &format!(
-            "  solo:\n    type: openai\n    api_key: sk-solo-key-000001\n    base_url: {}\nmodels:\n  solo:\n    providers:\n      solo: {{priority: 0, model_id: s}}\n",
+            "  solo:\n    type: openai\n    api_key: fake-solo-upstream-bravo-kilo\n    base_url: {}\nmodels:\n  solo:\n    providers:\n      solo: {{priority: 0, model_id: s}}\n",
             solo.base_url()
         ),
     );
@@ -123,7 +123,7 @@ fn keys_wrong_key_and_unreachable_exit_2_without_printing_the_key() {
     for (args, env, why) in [
         (vec!["--url", &p.url], vec![], "401"),
         (
-            vec!["--url", &p.url, "--key", "sk-wrong-key-0123456789"],
+            vec!["--url", &p.url, "--key", "fake-wrong-sierra-victor-echo"],
             vec![],
             "401",
         ),
@@ -138,7 +138,7 @@ fn keys_wrong_key_and_unreachable_exit_2_without_printing_the_key() {
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(out.is_empty(), "{out}");
         assert!(err.contains(why), "{err}");
-        for key in [ADMIN_KEY, USER_KEY, "sk-wrong-key-0123456789"] {
+        for key in [ADMIN_KEY, USER_KEY, "fake-wrong-sierra-victor-echo"] {
             assert!(leaked_fragments(&err, key, 8).is_empty(), "{err}");
         }
     }
