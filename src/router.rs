@@ -167,19 +167,12 @@ pub fn route<'a>(
             ) {
                 // Success for the breaker is decided when the stream ends.
                 Ok(opened) => {
-                    let took = started.elapsed();
-                    attempt_done(&mut trace, app, route.provider, mi, Outcome::Success, took);
-                    log::debug!(
-                        "{request_id} attempt {} provider {} answered{} after {:.1} ms",
-                        trace.attempts,
-                        pcfg.name,
-                        if req.stream {
-                            " (stream, first event)"
-                        } else {
-                            " 200"
-                        },
-                        took.as_secs_f64() * 1000.0
-                    );
+                    let answered = Answered {
+                        request_id,
+                        provider: &pcfg.name,
+                        started,
+                    };
+                    answered.done(&mut trace, app, route.provider, mi, "(stream, first event)");
                     app.health.answered(&mut permit);
                     return (Ok(Answer::Stream { opened, permit }), trace);
                 }
@@ -188,19 +181,12 @@ pub fn route<'a>(
         } else {
             match provider.complete(req, &route.model_id) {
                 Ok(body) => {
-                    let took = started.elapsed();
-                    attempt_done(&mut trace, app, route.provider, mi, Outcome::Success, took);
-                    log::debug!(
-                        "{request_id} attempt {} provider {} answered{} after {:.1} ms",
-                        trace.attempts,
-                        pcfg.name,
-                        if req.stream {
-                            " (stream, first event)"
-                        } else {
-                            " 200"
-                        },
-                        took.as_secs_f64() * 1000.0
-                    );
+                    let answered = Answered {
+                        request_id,
+                        provider: &pcfg.name,
+                        started,
+                    };
+                    answered.done(&mut trace, app, route.provider, mi, "200");
                     app.health.success(permit);
                     return (Ok(Answer::Json(body)), trace);
                 }
@@ -356,6 +342,28 @@ pub(crate) fn attempt_order<'m>(
         order.extend(routes.iter().filter(|r| r.weight == 0 && usable(r)));
     }
     order
+}
+
+/// An attempt that answered: counted and logged the same for JSON and
+/// streams.
+struct Answered<'a> {
+    request_id: &'a str,
+    provider: &'a str,
+    started: Instant,
+}
+
+impl Answered<'_> {
+    fn done(&self, trace: &mut Trace, app: &App, provider: usize, model: usize, what: &str) {
+        let took = self.started.elapsed();
+        attempt_done(trace, app, provider, model, Outcome::Success, took);
+        log::debug!(
+            "{} attempt {} provider {} answered {what} after {:.1} ms",
+            self.request_id,
+            trace.attempts,
+            self.provider,
+            took.as_secs_f64() * 1000.0
+        );
+    }
 }
 
 /// Count one upstream attempt (metrics, and the time spent upstream).
