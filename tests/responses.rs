@@ -239,29 +239,6 @@ fn read_stream(resp: ureq::http::Response<ureq::Body>) -> Vec<Event> {
     out
 }
 
-/// The spec schema of each event type (design §1.4).
-fn schema_of(ty: &str) -> &'static str {
-    match ty {
-        "response.created" => "ResponseCreatedEvent",
-        "response.in_progress" => "ResponseInProgressEvent",
-        "response.output_item.added" => "ResponseOutputItemAddedEvent",
-        "response.output_item.done" => "ResponseOutputItemDoneEvent",
-        "response.content_part.added" => "ResponseContentPartAddedEvent",
-        "response.content_part.done" => "ResponseContentPartDoneEvent",
-        "response.output_text.delta" => "ResponseTextDeltaEvent",
-        "response.output_text.done" => "ResponseTextDoneEvent",
-        "response.refusal.delta" => "ResponseRefusalDeltaEvent",
-        "response.refusal.done" => "ResponseRefusalDoneEvent",
-        "response.function_call_arguments.delta" => "ResponseFunctionCallArgumentsDeltaEvent",
-        "response.function_call_arguments.done" => "ResponseFunctionCallArgumentsDoneEvent",
-        "response.completed" => "ResponseCompletedEvent",
-        "response.incomplete" => "ResponseIncompleteEvent",
-        "response.failed" => "ResponseFailedEvent",
-        "error" => "ResponseErrorEvent",
-        other => panic!("unexpected event type {other}"),
-    }
-}
-
 /// Every event valid by its own schema and by the union; the `event:` line
 /// matches `type`; sequence numbers strictly increase; exactly one prelude,
 /// first; one `response.id` across the lifecycle events. Returns the types.
@@ -274,7 +251,7 @@ fn assert_stream_valid(events: &[Event]) -> Vec<String> {
             .as_str()
             .unwrap_or_else(|| panic!("no type: {}", e.raw));
         assert_eq!(e.name, ty, "event line vs type: {}", e.raw);
-        assert_valid(schema_of(ty), &e.data);
+        assert_valid(support::spec::event_schema(ty), &e.data);
         assert_valid("ResponseStreamEvent", &e.data);
         if let Some(id) = e.data["response"]["id"].as_str() {
             ids.push(id.to_string());

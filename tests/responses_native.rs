@@ -137,24 +137,6 @@ fn events_of(body: &str) -> Vec<Ev> {
         .collect()
 }
 
-/// The spec schema of each stream event type.
-fn schema_of(ty: &str) -> &'static str {
-    match ty {
-        "response.created" => "ResponseCreatedEvent",
-        "response.in_progress" => "ResponseInProgressEvent",
-        "response.output_item.added" => "ResponseOutputItemAddedEvent",
-        "response.content_part.added" => "ResponseContentPartAddedEvent",
-        "response.output_text.delta" => "ResponseTextDeltaEvent",
-        "response.output_text.done" => "ResponseTextDoneEvent",
-        "response.content_part.done" => "ResponseContentPartDoneEvent",
-        "response.output_item.done" => "ResponseOutputItemDoneEvent",
-        "response.completed" => "ResponseCompletedEvent",
-        "response.failed" => "ResponseFailedEvent",
-        "error" => "ResponseErrorEvent",
-        other => panic!("no schema for {other}"),
-    }
-}
-
 /// Each event's name is its type, and it validates by its own schema and
 /// as a `ResponseStreamEvent`.
 fn assert_events_valid(events: &[Ev]) {
@@ -162,7 +144,7 @@ fn assert_events_valid(events: &[Ev]) {
         let v: Value = serde_json::from_str(&e.data).unwrap();
         let ty = v["type"].as_str().unwrap();
         assert_eq!(e.name.as_deref(), Some(ty), "{}", e.data);
-        assert_valid(schema_of(ty), &v);
+        assert_valid(support::spec::event_schema(ty), &v);
         assert_valid("ResponseStreamEvent", &v);
     }
 }

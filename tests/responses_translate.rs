@@ -130,27 +130,6 @@ fn responses(p: &Proxy, body: &Value) -> Resp {
     p.post("/v1/responses", &body.to_string())
 }
 
-/// The schema of a Responses stream event, by its `type`.
-fn event_schema(ty: &str) -> &'static str {
-    match ty {
-        "response.created" => "ResponseCreatedEvent",
-        "response.in_progress" => "ResponseInProgressEvent",
-        "response.output_item.added" => "ResponseOutputItemAddedEvent",
-        "response.output_item.done" => "ResponseOutputItemDoneEvent",
-        "response.content_part.added" => "ResponseContentPartAddedEvent",
-        "response.content_part.done" => "ResponseContentPartDoneEvent",
-        "response.output_text.delta" => "ResponseTextDeltaEvent",
-        "response.output_text.done" => "ResponseTextDoneEvent",
-        "response.function_call_arguments.delta" => "ResponseFunctionCallArgumentsDeltaEvent",
-        "response.function_call_arguments.done" => "ResponseFunctionCallArgumentsDoneEvent",
-        "response.completed" => "ResponseCompletedEvent",
-        "response.incomplete" => "ResponseIncompleteEvent",
-        "response.failed" => "ResponseFailedEvent",
-        "error" => "ResponseErrorEvent",
-        other => panic!("unexpected event type {other}"),
-    }
-}
-
 /// A Responses event stream as the client got it: every event has an
 /// `event:` line naming its `type`, validates by its own schema and the
 /// union, and `sequence_number` counts from 0; no `[DONE]`.
@@ -173,7 +152,7 @@ fn events(r: &Resp) -> Vec<Value> {
         let data = lines.next().and_then(|l| l.strip_prefix("data: ")).unwrap();
         let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["type"], name);
-        support::spec::assert_valid(event_schema(name), &v);
+        support::spec::assert_valid(support::spec::event_schema(name), &v);
         support::spec::assert_valid("ResponseStreamEvent", &v);
         assert_eq!(v["sequence_number"], out.len() as u64, "{v}");
         out.push(v);

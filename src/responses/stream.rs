@@ -576,7 +576,7 @@ pub(crate) mod fuzz {
 
 #[cfg(test)]
 mod tests {
-    use super::super::translate::{event_schema, spec::assert_valid};
+    use super::super::translate::spec::{assert_valid, event_schema};
     use super::*;
     use crate::error::ErrorKind;
     use crate::openai::Endpoint;

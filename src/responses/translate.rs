@@ -67,27 +67,3 @@ pub fn stream<'a>(
 #[cfg(test)]
 #[path = "../../tests/support/spec.rs"]
 pub(crate) mod spec;
-
-/// The spec schema of a Responses stream event, by its `type`.
-#[cfg(test)]
-pub(crate) fn event_schema(ty: &str) -> &'static str {
-    match ty {
-        "response.created" => "ResponseCreatedEvent",
-        "response.in_progress" => "ResponseInProgressEvent",
-        "response.output_item.added" => "ResponseOutputItemAddedEvent",
-        "response.output_item.done" => "ResponseOutputItemDoneEvent",
-        "response.content_part.added" => "ResponseContentPartAddedEvent",
-        "response.content_part.done" => "ResponseContentPartDoneEvent",
-        "response.output_text.delta" => "ResponseTextDeltaEvent",
-        "response.output_text.done" => "ResponseTextDoneEvent",
-        "response.refusal.delta" => "ResponseRefusalDeltaEvent",
-        "response.refusal.done" => "ResponseRefusalDoneEvent",
-        "response.function_call_arguments.delta" => "ResponseFunctionCallArgumentsDeltaEvent",
-        "response.function_call_arguments.done" => "ResponseFunctionCallArgumentsDoneEvent",
-        "response.completed" => "ResponseCompletedEvent",
-        "response.incomplete" => "ResponseIncompleteEvent",
-        "response.failed" => "ResponseFailedEvent",
-        "error" => "ResponseErrorEvent",
-        other => panic!("no schema for event type {other}"),
-    }
-}
