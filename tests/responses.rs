@@ -251,8 +251,7 @@ fn assert_stream_valid(events: &[Event]) -> Vec<String> {
             .as_str()
             .unwrap_or_else(|| panic!("no type: {}", e.raw));
         assert_eq!(e.name, ty, "event line vs type: {}", e.raw);
-        assert_valid(support::spec::event_schema(ty), &e.data);
-        assert_valid("ResponseStreamEvent", &e.data);
+        support::spec::assert_event_valid(&e.data);
         if let Some(id) = e.data["response"]["id"].as_str() {
             ids.push(id.to_string());
         }

@@ -152,8 +152,7 @@ fn events(r: &Resp) -> Vec<Value> {
         let data = lines.next().and_then(|l| l.strip_prefix("data: ")).unwrap();
         let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["type"], name);
-        support::spec::assert_valid(support::spec::event_schema(name), &v);
-        support::spec::assert_valid("ResponseStreamEvent", &v);
+        support::spec::assert_event_valid(&v);
         assert_eq!(v["sequence_number"], out.len() as u64, "{v}");
         out.push(v);
     }

@@ -161,3 +161,14 @@ pub fn event_schema(ty: &str) -> &'static str {
         other => panic!("no schema for event type {other}"),
     }
 }
+
+/// A Responses stream event (its payload) validates by the schema of its own
+/// `type` and as a `ResponseStreamEvent` (the union alone only says "matches
+/// none of anyOf").
+pub fn assert_event_valid(v: &Value) {
+    let ty = v["type"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an event without a type: {v}"));
+    assert_valid(event_schema(ty), v);
+    assert_valid("ResponseStreamEvent", v);
+}
