@@ -154,7 +154,7 @@ pub enum BodyState {
 
 /// Send a complete JSON answer: the one writer of every non-stream answer.
 pub fn send(
-    req: Request,
+    req: Box<Request>,
     status: u16,
     headers: Headers,
     body: &[u8],
@@ -175,7 +175,7 @@ pub fn send(
 }
 
 /// `/metrics`: the text exposition, 200.
-pub fn send_metrics(req: Request, headers: Headers, body: &[u8]) {
+pub fn send_metrics(req: Box<Request>, headers: Headers, body: &[u8]) {
     let content = Content::Metrics(body.len());
     send_as(
         req,
@@ -189,7 +189,7 @@ pub fn send_metrics(req: Request, headers: Headers, body: &[u8]) {
 }
 
 fn send_as(
-    req: Request,
+    req: Box<Request>,
     status: u16,
     headers: Headers,
     (content, body): (Content, &[u8]),
@@ -231,7 +231,13 @@ fn send_as(
 }
 
 /// Send `err` in the OpenAI shape.
-pub fn send_error(req: Request, err: &ProxyError, headers: Headers, close: bool, state: BodyState) {
+pub fn send_error(
+    req: Box<Request>,
+    err: &ProxyError,
+    headers: Headers,
+    close: bool,
+    state: BodyState,
+) {
     let body = serde_json::to_vec(&err.body()).expect("JSON value serializes");
     send(
         req,

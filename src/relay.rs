@@ -298,7 +298,7 @@ pub struct Relayed {
 /// provider's breaker when it ends. Returns how it ended, for the log.
 pub fn relay(
     app: &App,
-    req: Request,
+    req: Box<Request>,
     headers: Headers,
     opened: Opened<'_>,
     permit: Permit<'_>,
@@ -349,7 +349,7 @@ struct Body {
 /// the breaker's verdict (for a client that left, after).
 fn run(
     app: &App,
-    req: Request,
+    req: Box<Request>,
     stream: &mut dyn ChatStream,
     body: Body,
     provider: &str,

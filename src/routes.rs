@@ -113,7 +113,7 @@ impl Route {
 /// The request being answered. `slot` holds it until it is answered; if the
 /// handler panics first, the caller still has it and can answer 500.
 struct Exchange<'s> {
-    slot: &'s mut Option<Request>,
+    slot: &'s mut Option<Box<Request>>,
     rid: &'s str,
     /// Sent with every answer to the request: the client key's
     /// `x-ratelimit-*` headers, once it is admitted.
@@ -128,7 +128,7 @@ impl Exchange<'_> {
     }
 
     /// The request, to answer it: the one place it leaves the slot.
-    fn take(&mut self) -> Option<Request> {
+    fn take(&mut self) -> Option<Box<Request>> {
         let req = self.slot.take();
         if req.is_none() {
             log::error!("{} answered twice", self.rid);
@@ -158,7 +158,12 @@ impl Exchange<'_> {
 }
 
 /// Handle one request.
-pub fn dispatch(app: &App, slot: &mut Option<Request>, rid: &str, started: Instant) -> Outcome {
+pub fn dispatch(
+    app: &App,
+    slot: &mut Option<Box<Request>>,
+    rid: &str,
+    started: Instant,
+) -> Outcome {
     let Some(req) = slot.as_ref() else {
         return Outcome::status(500);
     };

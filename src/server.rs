@@ -307,7 +307,7 @@ fn accept_loop(
             let started = *drain_started.get_or_insert_with(Instant::now);
             if drain_over(pool, lifecycle, deadline, started) {
                 // A request that arrived just before is still answered.
-                match server.try_recv() {
+                match server.try_recv_boxed() {
                     Ok(Some(req)) => {
                         pool.submit(req);
                         continue;
@@ -327,7 +327,7 @@ fn accept_loop(
         } else {
             wait
         };
-        match server.recv_timeout(wait) {
+        match server.recv_timeout_boxed(wait) {
             Ok(Some(req)) => pool.submit(req),
             Ok(None) => {}
             Err(e) => {
@@ -372,9 +372,9 @@ fn drain_over(pool: &Pool, lifecycle: &Lifecycle, deadline: Instant, started: In
 
 struct State {
     /// Requests admitted (counted in `active`) waiting for a thread.
-    ready: VecDeque<Request>,
+    ready: VecDeque<Box<Request>>,
     /// Requests over the bound, with their deadlines.
-    waiting: VecDeque<(Request, Instant)>,
+    waiting: VecDeque<(Box<Request>, Instant)>,
     /// Requests admitted and not yet finished.
     active: usize,
     /// Threads blocked waiting for work.
@@ -449,7 +449,7 @@ impl Pool {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn submit(&self, req: Request) {
+    fn submit(&self, req: Box<Request>) {
         let mut st = self.lock();
         if st.active < self.0.max {
             st.active += 1;
@@ -472,7 +472,7 @@ impl Pool {
     /// request to refuse when no thread can be started and none exists to
     /// pick it up later (it would otherwise wait for ever).
     #[must_use]
-    fn wake_or_spawn(&self, st: &mut State) -> Option<Request> {
+    fn wake_or_spawn(&self, st: &mut State) -> Option<Box<Request>> {
         // Every idle thread is woken at most once per job; when more jobs
         // than idle threads are queued, start one more, but never more
         // threads than requests in hand (`active`, itself bounded by
@@ -577,7 +577,7 @@ impl Pool {
     }
 }
 
-fn reject_overloaded(req: Request, queue_timeout: Duration) {
+fn reject_overloaded(req: Box<Request>, queue_timeout: Duration) {
     let rid = request_id(&req);
     log::warn!(
         "{rid} {} {} rejected: all workers busy for {:.1} s",
@@ -596,7 +596,7 @@ fn reject_overloaded(req: Request, queue_timeout: Duration) {
 }
 
 /// Run one request, answering 500 in the OpenAI shape if the handler panics.
-fn handle(app: &App, req: Request) {
+fn handle(app: &App, req: Box<Request>) {
     let started = Instant::now();
     let _in_flight = app.metrics.enter();
     let rid = request_id(&req);
@@ -743,7 +743,8 @@ mod tests {
     fn a_worker_with_a_request_to_take_does_not_trim() {
         let t0 = Instant::now();
         let mut st = state(TRIM_AFTER, TRIM_AFTER, t0);
-        st.ready.push_back(tiny_http::TestRequest::new().into());
+        st.ready
+            .push_back(Box::new(tiny_http::TestRequest::new().into()));
         assert!(!st.take_trim(t0 + TRIM_EVERY), "a queued request waited");
         st.ready.clear();
         assert!(st.take_trim(t0 + TRIM_EVERY));

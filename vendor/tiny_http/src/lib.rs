@@ -148,7 +148,8 @@ pub struct Server {
 
 enum Message {
     Error(IoError),
-    NewRequest(Request),
+    /// (llm-proxy patch: boxed, see `ClientConnection::build`.)
+    NewRequest(Box<Request>),
 }
 
 impl From<IoError> for Message {
@@ -157,8 +158,8 @@ impl From<IoError> for Message {
     }
 }
 
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
+impl From<Box<Request>> for Message {
+    fn from(rq: Box<Request>) -> Message {
         Message::NewRequest(rq)
     }
 }
@@ -483,7 +484,7 @@ impl Server {
     pub fn recv(&self) -> IoResult<Request> {
         match self.messages.pop() {
             Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
+            Some(Message::NewRequest(rq)) => Ok(*rq),
             None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
         }
     }
@@ -491,6 +492,26 @@ impl Server {
     /// Same as `recv()` but doesn't block longer than timeout
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
         match self.messages.pop_timeout(timeout) {
+            Some(Message::Error(err)) => Err(err),
+            Some(Message::NewRequest(rq)) => Ok(Some(*rq)),
+            None => Ok(None),
+        }
+    }
+
+    /// llm-proxy patch: `recv_timeout`, the request left on the heap where
+    /// its connection's thread built it (see `ClientConnection::build`), so
+    /// that a handler does not hold ~600 bytes of it in its frames.
+    pub fn recv_timeout_boxed(&self, timeout: Duration) -> IoResult<Option<Box<Request>>> {
+        match self.messages.pop_timeout(timeout) {
+            Some(Message::Error(err)) => Err(err),
+            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
+            None => Ok(None),
+        }
+    }
+
+    /// llm-proxy patch: `try_recv`, boxed as `recv_timeout_boxed`.
+    pub fn try_recv_boxed(&self) -> IoResult<Option<Box<Request>>> {
+        match self.messages.try_pop() {
             Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
@@ -501,7 +522,7 @@ impl Server {
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
         match self.messages.try_pop() {
             Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
+            Some(Message::NewRequest(rq)) => Ok(Some(*rq)),
             None => Ok(None),
         }
     }
@@ -547,6 +568,18 @@ impl Server {
     }
 }
 
+/// The HTTPS side of `ConnectionTask::run`, in a frame of its own.
+#[inline(never)]
+fn run_secure(client: &mut ClientConnection, messages: &MessagesQueue<Message>) {
+    let (sender, receiver) = mpsc::channel();
+    for rq in client {
+        messages.push(Box::new((*rq).with_notify_sender(sender.clone())).into());
+        if receiver.recv().is_err() {
+            return;
+        }
+    }
+}
+
 /// llm-proxy patch: a client connection as a task of the pool.
 struct ConnectionTask {
     client: ClientConnection,
@@ -554,17 +587,16 @@ struct ConnectionTask {
 }
 
 impl util::Task for ConnectionTask {
-    fn run(self: Box<Self>) {
-        let ConnectionTask { client, messages } = *self;
+    fn run(mut self: Box<Self>) {
+        // llm-proxy patch: the connection stays in its box. Moved out (it is
+        // ~1 KB with its buffers' state), it sat in this frame below every
+        // read of the connection, and so did the HTTPS branch's channel:
+        // with them, a connection thread's stack reached a third page
+        // (resident for the thread's life) when it built a request.
+        let ConnectionTask { client, messages } = &mut *self;
         // Synchronization is needed for HTTPS requests to avoid a deadlock
         if client.secure() {
-            let (sender, receiver) = mpsc::channel();
-            for rq in client {
-                messages.push(rq.with_notify_sender(sender.clone()).into());
-                if receiver.recv().is_err() {
-                    return;
-                }
-            }
+            run_secure(client, messages);
         } else {
             for rq in client {
                 messages.push(rq.into());

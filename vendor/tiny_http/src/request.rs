@@ -146,6 +146,9 @@ impl From<IoError> for RequestCreationError {
 ///
 /// The `Write` object will be used by the `Request` to write the response.
 #[allow(clippy::too_many_arguments)]
+// llm-proxy patch: not inlined into `ClientConnection::build`, whose frame
+// then stays small under the channels it makes (see `build`).
+#[inline(never)]
 pub fn new_request<R, W>(
     secure: bool,
     method: Method,
@@ -155,7 +158,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
-) -> Result<Request, RequestCreationError>
+) -> Result<Box<Request>, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
@@ -246,7 +249,8 @@ where
         Box::new(io::empty()) as Box<dyn Read + Send + 'static>
     };
 
-    Ok(Request {
+    // llm-proxy patch: built on the heap, see `ClientConnection::build`.
+    Ok(Box::new(Request {
         data_reader: Some(reader),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
@@ -259,7 +263,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         stopper: None,
-    })
+    }))
 }
 
 impl Request {

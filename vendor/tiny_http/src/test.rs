@@ -64,7 +64,7 @@ impl From<TestRequest> for Request {
                 value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
             });
         }
-        new_request(
+        *new_request(
             mock.secure,
             mock.method,
             mock.path,
