@@ -376,6 +376,10 @@ fn run(
         }
     };
     drop(held);
+    // The stream may run for minutes at this depth: give back the pages of
+    // everything that went deeper before it (the upstream call, the tries
+    // before it, the first events), down to what the loop below reaches.
+    crate::trim::release_stack_below();
     // The relay cannot see the client while it waits for the upstream, so
     // while the upstream is silent it writes the client a keep-alive; a
     // failed write is a client that left, which ends the upstream read at

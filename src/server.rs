@@ -533,7 +533,7 @@ impl Pool {
 
     fn worker(&self) {
         // Streams give back the stack their upstream call used
-        // (`Upstream::events`).
+        // (`relay::run`).
         crate::trim::mark_stack(WORKER_STACK);
         let mut st = self.lock();
         loop {

@@ -113,6 +113,11 @@ pub fn mark_stack(stack_size: usize) {
     STACK_FLOOR.with(|f| f.set(here.saturating_sub(stack_size / 2)));
 }
 
+/// Stack kept resident under [`release_stack_below`]'s own frame: the frames
+/// it calls (`madvise` and its wrapper: tens of bytes in a release build, a
+/// few hundred unoptimized) with room to spare.
+const MARGIN: usize = 2048;
+
 /// Give the OS the pages of this thread's stack below the current frame
 /// (frames that have returned, such as the upstream call's), down to the
 /// floor set by [`mark_stack`]. They come back zeroed if a later call goes
@@ -131,9 +136,11 @@ pub fn release_stack_below() {
         // Both on this thread's stack (a frame deeper than the floor only
         // skips the release).
         debug_assert!(here.abs_diff(floor) < 1 << 20, "not a stack address");
-        // Keep one page under this frame: it covers the red zone (128 bytes
-        // on x86-64) and the frames of the call into the kernel.
-        let hi = here.saturating_sub(page) & !(page - 1);
+        // Keep `MARGIN` under this frame: the red zone (128 bytes on
+        // x86-64) and the frames of the call into the kernel, which must not
+        // lose their page while it runs. (A whole page used to be kept,
+        // which kept one more page of every streaming worker.)
+        let hi = here.saturating_sub(MARGIN) & !(page - 1);
         let lo = floor.saturating_add(page - 1) & !(page - 1);
         if lo < hi {
             linux::discard(lo, hi);

@@ -362,9 +362,6 @@ impl Upstream {
                 .read_to_end(&mut start);
             return Err(self.decode_error(&what, &start));
         }
-        // The upstream call is over, and the stream may run for minutes
-        // well above the depth it reached: give back its stack pages.
-        crate::trim::release_stack_below();
         let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
             STREAM_READ_BUFFER,
             resp.into_body().into_reader(),
