@@ -287,6 +287,21 @@ fn sse_head() -> Vec<u8> {
     head(200, &[SSE_CT, CHUNKED]).into_bytes()
 }
 
+/// `head` with about `pad` more bytes of headers (`x-pad-N`, 1,000 bytes
+/// each: fewer than ureq's 128 headers) before its blank line.
+fn padded_head(head: &[u8], pad: usize) -> Vec<u8> {
+    let text = std::str::from_utf8(head).unwrap();
+    let body_start = text
+        .strip_suffix("\r\n")
+        .expect("a head ends with a blank line");
+    let mut h = body_start.to_string();
+    for i in 0..pad / 1000 {
+        h.push_str(&format!("x-pad-{i:05}: {}\r\n", "p".repeat(984)));
+    }
+    h.push_str("\r\n");
+    h.into_bytes()
+}
+
 /// The healthy answer of this kind in this mode.
 fn healthy(c: &Ctx) -> (Vec<u8>, Vec<u8>) {
     match c.mode {
@@ -608,6 +623,18 @@ fn table() -> Vec<Row> {
         redirect_row("redirect_302", 302),
         redirect_row("redirect_307", 307),
         redirect_row("redirect_308", 308),
+        // A response head larger than one read of the upstream connection
+        // (2 KiB) and than the 10 KiB ureq's own buffer held before: read
+        // whole (heads up to ureq's 64 KiB limit are).
+        Row::new("large_response_head", Some(Primary), Some(Primary), |c| {
+            let (head, body) = healthy(c);
+            vec![Step::send(cat(&[&padded_head(&head, 20 * 1024), &body]))]
+        }),
+        // Over ureq's 64 KiB limit: the upstream's fault.
+        Row::new("oversized_response_head", Some(Failover), Some(Failover), |c| {
+            let (head, body) = healthy(c);
+            vec![Step::send(cat(&[&padded_head(&head, 80 * 1024), &body]))]
+        }),
         Row::new("key_in_json_value", Some(Failover), Some(Failover), |c| {
             let msg = format!("Incorrect API key provided: {KEY}. You can find your API key at https://platform.example/account/api-keys.");
             let body = c.kind.error_body("invalid_request_error", &msg);
@@ -1356,6 +1383,8 @@ rows!(
     redirect_302,
     redirect_307,
     redirect_308,
+    large_response_head,
+    oversized_response_head,
     key_in_json_value,
     key_in_json_object_key,
     key_in_plain_text,

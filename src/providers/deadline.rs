@@ -19,7 +19,9 @@
 //! apply underneath. The same wrapper saves system calls ureq would make:
 //! a request's head leaves in one write with its body, and a pooled
 //! connection is probed once per reuse rather than twice
-//! ([`DeadlineTransport`]).
+//! ([`DeadlineTransport`]); and memory: ureq reads a connection's input
+//! from the wrapper's own buffer, which holds only what has not been parsed
+//! yet ([`Input`]).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -179,13 +181,7 @@ impl Connector<Box<dyn Transport>> for DeadlineConnector {
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(chained.map(|inner| DeadlineTransport {
-            inner,
-            fresh: true,
-            held: Vec::new(),
-            writing: false,
-            used: false,
-        }))
+        Ok(chained.map(|inner| DeadlineTransport::new(inner, true)))
     }
 }
 
@@ -214,9 +210,112 @@ pub struct DeadlineTransport {
     writing: bool,
     /// A request went out since the last liveness probe.
     used: bool,
+    /// What ureq reads: see [`Input`].
+    input: Input,
+    /// ureq's scratch space for a chunked request body ([`TMP`]).
+    tmp: Vec<u8>,
+}
+
+/// Bytes of a connection's input not yet parsed by ureq, moved out of the
+/// inner transport's buffer after each read.
+///
+/// ureq's own buffers (`LazyBuffers`) use the input buffer as scratch space
+/// while a request body is sent, and grow it to 10 KiB for that, for the
+/// connection's life: at 1,000 concurrent streams, 10 MB that held a few
+/// hundred bytes of the next event. Here the inner transport keeps its
+/// configured input buffer (`INPUT_BUFFER`, what one read may take) and the
+/// body's scratch space is [`DeadlineTransport::tmp`], 512 bytes. This
+/// buffer grows to what ureq needs at once (a
+/// response head larger than one read; the inner buffer alone would fail
+/// such a head) and is given back when it empties after holding more than
+/// [`Input::KEEP`].
+#[derive(Debug, Default)]
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last consume took something (ureq's `can_use_input`).
+    progress: bool,
+}
+
+impl Input {
+    /// Capacity kept when the buffer empties (an event or two).
+    const KEEP: usize = 1024;
+    /// Most bytes ureq may leave unparsed (its largest response head is
+    /// 64 KiB): an upstream cannot make the buffer grow past this.
+    const MAX: usize = 256 * 1024;
+
+    fn unconsumed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Room for at least `n` more bytes after the unconsumed ones.
+    fn reserve(&mut self, n: usize) -> Result<(), Error> {
+        let live = self.end - self.start;
+        let need = live.saturating_add(n);
+        if need > Self::MAX {
+            return Err(Error::Io(io::Error::other(format!(
+                "the upstream sent over {} KiB that could not be parsed",
+                Self::MAX / 1024
+            ))));
+        }
+        if self.buf.len() - self.end < n {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = live;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.reserve(data.len())?;
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.progress = n > 0;
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > Self::KEEP {
+                self.buf = Vec::new();
+            }
+        }
+    }
 }
 
 impl DeadlineTransport {
+    fn new(inner: Box<dyn Transport>, fresh: bool) -> DeadlineTransport {
+        DeadlineTransport {
+            inner,
+            fresh,
+            held: Vec::new(),
+            writing: false,
+            used: false,
+            input: Input::default(),
+            tmp: Vec::new(),
+        }
+    }
+
+    /// Move what the inner transport has read into [`Input`]; whether there
+    /// was anything.
+    fn take_input(&mut self) -> Result<bool, Error> {
+        let inner = self.inner.buffers();
+        let n = inner.input().len();
+        if n == 0 {
+            return Ok(false);
+        }
+        self.input.append(inner.input())?;
+        inner.input_consume(n);
+        Ok(true)
+    }
+
     /// Transmit `amount` bytes of the inner output buffer, within the
     /// deadline in force.
     fn send(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
@@ -233,9 +332,64 @@ impl DeadlineTransport {
     }
 }
 
+/// ureq writes into the inner transport's output buffer (which it sends
+/// from), and reads from [`Input`].
+impl Buffers for DeadlineTransport {
+    fn output(&mut self) -> &mut [u8] {
+        self.inner.buffers().output()
+    }
+
+    fn input(&self) -> &[u8] {
+        self.input.unconsumed()
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        // Not used by ureq itself (transports fill their own buffers), but
+        // part of the contract: room for one more read.
+        let n = INPUT_RESERVE;
+        if self.input.reserve(n).is_err() {
+            return &mut [];
+        }
+        let end = self.input.end;
+        &mut self.input.buf[end..]
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.input.end = self
+            .input
+            .end
+            .saturating_add(amount)
+            .min(self.input.buf.len());
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.input.consume(amount);
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        if self.tmp.is_empty() {
+            // ureq reads a chunked body into this and frames it into the
+            // output buffer (a body of known length, which is all the proxy
+            // sends, goes straight to the output buffer: only the length is
+            // looked at). Kept for the connection's next request.
+            self.tmp = vec![0; TMP];
+        }
+        (&mut self.tmp, self.inner.buffers().output())
+    }
+
+    fn can_use_input(&self) -> bool {
+        !self.input.unconsumed().is_empty() && self.input.progress
+    }
+}
+
+/// Room [`Buffers::input_append_buf`] offers.
+const INPUT_RESERVE: usize = 2048;
+/// ureq's scratch space for one piece of a chunked request body.
+const TMP: usize = 512;
+
 impl Transport for DeadlineTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
-        self.inner.buffers()
+        self
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
@@ -291,6 +445,10 @@ impl Transport for DeadlineTransport {
             // once those dead pages are resident for all of them.
             crate::trim::release_stack_below();
         }
+        // Input the inner transport read earlier and not yet handed over.
+        if self.take_input()? {
+            return Ok(true);
+        }
         let ureq_at = ureq_deadline(&timeout, Instant::now());
         loop {
             let now = Instant::now();
@@ -308,6 +466,7 @@ impl Transport for DeadlineTransport {
                         return Err(Error::Io(e));
                     }
                 }
+                (Ok(read), _) => return Ok(self.take_input()? || read),
                 (r, _) => return r,
             }
         }
@@ -413,13 +572,7 @@ mod tests {
                     64, 64,
                 )));
                 // As `DeadlineConnector::connect` makes it.
-                let mut t = DeadlineTransport {
-                    inner,
-                    fresh: true,
-                    held: Vec::new(),
-                    writing: false,
-                    used: false,
-                };
+                let mut t = DeadlineTransport::new(inner, true);
                 // As deep as connecting went.
                 go_deep(160);
                 let deep = resident_kb_at(at);
@@ -496,13 +649,7 @@ mod tests {
             sent: sent.clone(),
             probes: Default::default(),
         });
-        let mut t = DeadlineTransport {
-            inner,
-            fresh: false,
-            held: Vec::new(),
-            writing: false,
-            used: false,
-        };
+        let mut t = DeadlineTransport::new(inner, false);
         let head = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 20\r\n\r\n";
         // A small body: head and body in one write.
         write_request(&mut t, head, b"{\"model\":\"m\",\"x\":1}");
@@ -540,13 +687,7 @@ mod tests {
             sent: Default::default(),
             probes: probes.clone(),
         });
-        let mut t = DeadlineTransport {
-            inner,
-            fresh: false,
-            held: Vec::new(),
-            writing: false,
-            used: false,
-        };
+        let mut t = DeadlineTransport::new(inner, false);
         for round in 1..=3 {
             write_request(&mut t, b"POST / HTTP/1.1\r\n\r\n", b"{}");
             // ureq returns the connection to its pool: no probe.
@@ -556,5 +697,114 @@ mod tests {
             assert!(t.is_open());
             assert_eq!(probes.load(Relaxed), round, "round {round}");
         }
+    }
+
+    /// A connected transport whose reads hand over the next piece of a
+    /// script, into its own (small) input buffer.
+    #[derive(Debug)]
+    struct Scripted {
+        bufs: ureq::unversioned::transport::LazyBuffers,
+        pieces: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Transport for Scripted {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.bufs
+        }
+        fn transmit_output(&mut self, _: usize, _: NextTimeout) -> Result<(), Error> {
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, Error> {
+            let Some(p) = self.pieces.pop_front() else {
+                return Ok(false);
+            };
+            let free = self.bufs.input_append_buf();
+            assert!(p.len() <= free.len(), "a piece is one read");
+            free[..p.len()].copy_from_slice(&p);
+            self.bufs.input_appended(p.len());
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    fn scripted(pieces: &[&[u8]]) -> DeadlineTransport {
+        let inner = Box::new(Scripted {
+            bufs: ureq::unversioned::transport::LazyBuffers::new(64, 64),
+            pieces: pieces.iter().map(|p| p.to_vec()).collect(),
+        });
+        DeadlineTransport::new(inner, false)
+    }
+
+    #[test]
+    fn input_larger_than_one_read_accumulates_until_parsed() {
+        // A response head of 5 reads of the inner transport's 64 bytes:
+        // ureq parses nothing until it is whole.
+        let piece = [b'h'; 64];
+        let mut t = scripted(&[&piece[..]; 5]);
+        for n in 1..=5 {
+            assert!(t.maybe_await_input(NextTimeout::default()).unwrap());
+            assert_eq!(t.buffers().input().len(), 64 * n);
+            t.buffers().input_consume(0);
+        }
+        // Parsed at last: consumed in two parts, in order.
+        t.buffers().input_consume(300);
+        assert_eq!(t.buffers().input(), &piece[..20]);
+        assert!(t.buffers().can_use_input());
+        t.buffers().input_consume(20);
+        assert!(t.buffers().input().is_empty());
+        // The script is over: no progress, nothing left over.
+        assert!(!t.maybe_await_input(NextTimeout::default()).unwrap());
+    }
+
+    #[test]
+    fn the_input_buffer_is_given_back_when_it_empties_after_a_large_head() {
+        let big = [b'x'; 64];
+        let mut pieces: Vec<&[u8]> = vec![&big; 20];
+        pieces.push(b"event");
+        let mut t = scripted(&pieces);
+        for _ in 0..20 {
+            t.maybe_await_input(NextTimeout::default()).unwrap();
+            t.buffers().input_consume(0);
+        }
+        assert!(t.input.buf.len() >= 20 * 64);
+        t.buffers().input_consume(20 * 64);
+        assert_eq!(
+            t.input.buf.capacity(),
+            0,
+            "a large buffer is freed once empty"
+        );
+        // A small one is kept for the next read.
+        assert!(t.maybe_await_input(NextTimeout::default()).unwrap());
+        assert_eq!(t.buffers().input(), b"event");
+        t.buffers().input_consume(5);
+        assert!(t.input.buf.capacity() > 0 && t.input.buf.capacity() <= Input::KEEP);
+    }
+
+    #[test]
+    fn sending_a_body_does_not_grow_the_inner_input_buffer() {
+        // ureq's own buffers grow their input to 10 KiB to serve as this
+        // scratch space; the wrapper's is separate and small.
+        let mut t = scripted(&[b"HTTP/1.1 200 OK\r\n\r\n"]);
+        let (tmp, out) = t.buffers().tmp_and_output();
+        assert_eq!((tmp.len(), out.len()), (TMP, 64));
+        assert_eq!(t.inner.buffers().input_append_buf().len(), 64);
+        assert!(t.maybe_await_input(NextTimeout::default()).unwrap());
+        assert_eq!(t.buffers().input(), b"HTTP/1.1 200 OK\r\n\r\n");
+    }
+
+    #[test]
+    fn unparsed_input_is_bounded() {
+        let mut i = Input::default();
+        let piece = vec![0u8; 64 * 1024];
+        for _ in 0..4 {
+            i.append(&piece).unwrap();
+        }
+        let err = i.append(b"x").unwrap_err().to_string();
+        assert!(err.contains("256 KiB"), "{err}");
+        // Consumed, it takes more again.
+        i.consume(64 * 1024);
+        i.append(b"x").unwrap();
     }
 }

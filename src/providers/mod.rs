@@ -136,15 +136,17 @@ pub fn endpoint_notes(config: &Config) -> Vec<String> {
 
 /// Bytes buffered per upstream connection. ureq's defaults of 128 KiB each
 /// way would cost 256 KiB per concurrent stream; 16 KiB each way still cost
-/// 32 MB of the 108 MB resident at 1,000 concurrent streams. ureq grows the
-/// input buffer past this when a response head needs it, and keeps at
-/// least 10 KiB of it while sending a body, so 10 KiB costs nothing extra;
-/// the output buffer only has to hold our request head, a body goes out in
-/// pieces of this size.
-const INPUT_BUFFER: usize = 10 * 1024;
+/// 32 MB of the 108 MB resident at 1,000 concurrent streams. The input
+/// buffer is what one read takes (events are 100-400 bytes; a large JSON
+/// answer takes a few more reads): ureq parses from
+/// [`deadline::DeadlineTransport`]'s own buffer, which grows for a response
+/// head larger than this and holds only what is not parsed yet. The output
+/// buffer has to hold our request head (an Azure AD token alone can pass
+/// 2 KiB); a body goes out in pieces of its size.
+const INPUT_BUFFER: usize = 2 * 1024;
 const OUTPUT_BUFFER: usize = 4 * 1024;
 /// Buffer of the line reader over a stream's body. ureq buffers the bytes
-/// below it already (its input buffer, 10 KiB), and its body reader offers
+/// below it already (its input buffer), and its body reader offers
 /// no `BufRead`, so this second buffer only has to hold what one read hands
 /// over: most events are 100-400 bytes and arrive one per read; a larger
 /// one (an image) takes a few more reads, copied from ureq's buffer. 1 KiB
