@@ -71,6 +71,14 @@ else
     echo "skip: valgrind not installed"
 fi
 
+# Stack pages a stream keeps resident (page counts from smaps, no timing):
+# fails when a frame on a stream's path grew (BENCHMARKS.md, "Memory at
+# 1,000 streams"). A few seconds on the release build above.
+echo "== scripts/stack_pages.py (release build)"
+cargo build --release --bins --quiet
+scripts/stack_pages.py --proxy "$target/release/llm-proxy" \
+    --mock "$target/release/llm-proxy-mock"
+
 echo "== shellcheck (install.sh, scripts/*.sh)"
 if command -v shellcheck >/dev/null; then
     shellcheck -x install.sh scripts/*.sh .ci/run
