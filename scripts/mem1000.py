@@ -138,13 +138,33 @@ def smaps(pid):
     return {k: {"rss_kb": v, "mappings": counts[k]} for k, v in sorted(kinds.items())}
 
 
+# MEM1000_TRACE=1: a separate process prints RSS and threads every 50 ms to
+# stderr (this client is busy under load and samples unevenly).
+TRACE = bool(os.environ.get("MEM1000_TRACE"))
+TRACER = """
+import sys, time
+pid, t0 = sys.argv[1], time.time()
+while True:
+    try:
+        st = dict(l.split(':', 1) for l in open(f'/proc/{pid}/status'))
+    except OSError:
+        break
+    print(f"{time.time() - t0:6.2f} s rss {int(st['VmRSS'].split()[0]) / 1024:5.1f} MB "
+          f"hwm {int(st['VmHWM'].split()[0]) / 1024:5.1f} threads {st['Threads'].strip()}",
+          file=sys.stderr, flush=True)
+    time.sleep(0.05)
+"""
+
+
 class Client:
     __slots__ = ("sock", "buf", "sent")
 
 
-def load(port, clients, total, pid, budget_s):
+def load(port, clients, total, pid, budget_s, keep_alive=False):
     """`clients` concurrent streams until `total` have been started; returns
-    (ok, errors, peak rss kB, peak threads, smaps at the largest RSS seen)."""
+    (ok, errors, peak rss kB, peak threads, smaps at the largest RSS seen).
+    With `keep_alive`, a client sends its next request on the same
+    connection once a stream has ended well (as `oha` does)."""
     sel = selectors.DefaultSelector()
     req = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -172,7 +192,13 @@ def load(port, clients, total, pid, budget_s):
         open_ += 1
 
     def finish(c, good):
-        nonlocal ok, errors, open_
+        nonlocal ok, errors, open_, started
+        if keep_alive and good and started < total:
+            ok += 1
+            started += 1
+            c.buf, c.sent = bytearray(), False
+            sel.modify(c.sock, selectors.EVENT_WRITE, c)
+            return
         sel.unregister(c.sock)
         c.sock.close()
         open_ -= 1
@@ -229,6 +255,33 @@ def load(port, clients, total, pid, budget_s):
     return ok, errors, peak_rss, peak_threads, snap
 
 
+def load_oha(oha, port, clients, total, pid, budget_s):
+    """The same load driven by `oha` (as bench.py runs it: kept-alive
+    connections); same return value as `load`."""
+    cmd = [oha, "--no-tui", "--output-format", "json", "-c", str(clients), "-n", str(total),
+           "-m", "POST", "-H", "content-type: application/json", "-d", BODY.decode(),
+           "-t", "30s", f"http://127.0.0.1:{port}/v1/chat/completions"]
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak_rss = peak_threads = snap_rss = 0
+    snap = None
+    end = time.time() + budget_s
+    while run.poll() is None and time.time() < end:
+        st = status(pid)
+        peak_rss = max(peak_rss, st["VmRSS"], st.get("VmHWM", 0))
+        peak_threads = max(peak_threads, st["Threads"])
+        if st["VmRSS"] >= snap_rss + 1024:
+            snap_rss = st["VmRSS"]
+            snap = smaps(pid)
+            snap["_at"] = {"rss_kb": st["VmRSS"], "threads": st["Threads"], "open": None}
+        time.sleep(0.02)
+    if run.poll() is None:
+        run.kill()
+    out = json.loads(run.communicate()[0] or "{}")
+    codes = out.get("statusCodeDistribution", {}) or {}
+    ok = int(codes.get("200", 0))
+    return ok, total - ok, peak_rss, peak_threads, snap
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--proxy", required=True)
@@ -237,6 +290,9 @@ def main():
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--env", action="append", default=[], help="K=V for the proxy")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds at most")
+    ap.add_argument("--oha", help="drive the load with this oha binary instead")
+    ap.add_argument("--keep-alive", action="store_true",
+                    help="each client sends its next request on the same connection (like oha)")
     a = ap.parse_args()
     procs = []
     tmp = tempfile.mkdtemp(prefix="mem1000-")
@@ -263,8 +319,15 @@ def main():
         time.sleep(0.5)
         idle = status(proxy.pid)
         cpu0 = cpu_s(proxy.pid)
+        if TRACE:
+            procs.append(subprocess.Popen([sys.executable, "-c", TRACER, str(proxy.pid)]))
         t0 = time.time()
-        ok, errors, peak, threads, snap = load(port, a.clients, a.requests, proxy.pid, a.budget)
+        if a.oha:
+            ok, errors, peak, threads, snap = load_oha(a.oha, port, a.clients, a.requests,
+                                                       proxy.pid, a.budget)
+        else:
+            ok, errors, peak, threads, snap = load(port, a.clients, a.requests, proxy.pid,
+                                                   a.budget, a.keep_alive)
         elapsed = time.time() - t0
         hwm = status(proxy.pid)["VmHWM"]
         cpu = cpu_s(proxy.pid) - cpu0
