@@ -9,6 +9,7 @@ only; everything it starts is stopped on exit.
 
     python3 scripts/mem1000.py --proxy target/release/llm-proxy \
         --mock target/release/llm-proxy-mock [--env K=V ...] [--clients N]
+        [--keep-alive | --oha PATH | --heads-ms MS]
 """
 
 import argparse
@@ -282,6 +283,28 @@ def load_oha(oha, port, clients, total, pid, budget_s):
     return ok, total - ok, peak_rss, peak_threads, snap
 
 
+def waiting_heads(port, clients, heads_ms, pid):
+    """`clients` streaming requests at once; status and smaps while every
+    one of them waits for the mock's response head."""
+    req = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+    )
+    socks = []
+    try:
+        for _ in range(clients):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(req)
+            socks.append(s)
+        time.sleep(heads_ms / 1000 * 0.6)
+        st = status(pid)
+        return {"clients": clients, "rss_kb": st["VmRSS"], "threads": st["Threads"],
+                "smaps": smaps(pid)}
+    finally:
+        for s in socks:
+            s.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--proxy", required=True)
@@ -291,6 +314,10 @@ def main():
     ap.add_argument("--env", action="append", default=[], help="K=V for the proxy")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds at most")
     ap.add_argument("--oha", help="drive the load with this oha binary instead")
+    ap.add_argument("--heads-ms", type=int,
+                    help="instead of the load: the mock answers after this many ms, and "
+                         "--clients requests are sent at once; prints smaps while all of "
+                         "them wait for their response head (a wave's peak)")
     ap.add_argument("--keep-alive", action="store_true",
                     help="each client sends its next request on the same connection (like oha)")
     a = ap.parse_args()
@@ -300,7 +327,7 @@ def main():
         slow_port, port = free_port(), free_port()
         mock = subprocess.Popen(
             [a.mock, "--host", "127.0.0.1", "--port", str(slow_port), "--name", "slow",
-             "--delay-ms", "100", "--stream-interval-ms", "10"],
+             "--delay-ms", str(a.heads_ms or 100), "--stream-interval-ms", "10"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(mock)
         wait_listening(slow_port)
@@ -321,6 +348,9 @@ def main():
         cpu0 = cpu_s(proxy.pid)
         if TRACE:
             procs.append(subprocess.Popen([sys.executable, "-c", TRACER, str(proxy.pid)]))
+        if a.heads_ms:
+            print(json.dumps(waiting_heads(port, a.clients, a.heads_ms, proxy.pid), indent=1))
+            return 0
         t0 = time.time()
         if a.oha:
             ok, errors, peak, threads, snap = load_oha(a.oha, port, a.clients, a.requests,
