@@ -507,6 +507,10 @@ fn api(
             outcome.status = ex.json(200, headers, &body, long).status;
         }
         Ok(Answer::Stream { opened, permit }) => {
+            // The stream may run for minutes; the parsed request (a
+            // prompt of tens of KB for an agent) is not needed once it has
+            // committed: at 1,000 streams it would be tens of MB.
+            drop(request);
             outcome.status = 200;
             if let Some(req) = ex.take() {
                 let provider = trace.provider.as_deref().unwrap_or("");
