@@ -9,7 +9,7 @@ only; everything it starts is stopped on exit.
 
     python3 scripts/mem1000.py --proxy target/release/llm-proxy \
         --mock target/release/llm-proxy-mock [--env K=V ...] [--clients N]
-        [--keep-alive | --oha PATH | --heads-ms MS]
+        [--keep-alive | --oha PATH | --heads-ms MS] [--prompt-kb KB]
 """
 
 import argparse
@@ -314,6 +314,8 @@ def main():
     ap.add_argument("--env", action="append", default=[], help="K=V for the proxy")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds at most")
     ap.add_argument("--oha", help="drive the load with this oha binary instead")
+    ap.add_argument("--prompt-kb", type=int, default=0,
+                    help="each request's message is this many KB (default: 'hi')")
     ap.add_argument("--heads-ms", type=int,
                     help="instead of the load: the mock answers after this many ms, and "
                          "--clients requests are sent at once; prints smaps while all of "
@@ -321,6 +323,10 @@ def main():
     ap.add_argument("--keep-alive", action="store_true",
                     help="each client sends its next request on the same connection (like oha)")
     a = ap.parse_args()
+    if a.prompt_kb:
+        global BODY
+        BODY = json.dumps({"model": "slow", "stream": True, "messages": [
+            {"role": "user", "content": "x" * (a.prompt_kb * 1024)}]}).encode()
     procs = []
     tmp = tempfile.mkdtemp(prefix="mem1000-")
     try:
