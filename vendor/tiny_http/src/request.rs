@@ -147,7 +147,7 @@ impl From<IoError> for RequestCreationError {
 /// The `Write` object will be used by the `Request` to write the response.
 #[allow(clippy::too_many_arguments)]
 // llm-proxy patch: not inlined into `ClientConnection::build`, whose frame
-// then stays small under the channels it makes (see `build`).
+// then stays small under the hand-offs it makes (see `build`).
 #[inline(never)]
 pub fn new_request<R, W>(
     secure: bool,
