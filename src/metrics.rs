@@ -337,6 +337,11 @@ impl Metrics {
     }
 
     /// Count a request in flight until the guard is dropped.
+    /// Requests being handled now (this one included, once entered).
+    pub fn in_flight(&self) -> u64 {
+        u64::try_from(self.in_flight.load(Relaxed)).unwrap_or(0)
+    }
+
     pub fn enter(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Relaxed);
         InFlight(&self.in_flight)

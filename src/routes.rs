@@ -452,6 +452,16 @@ fn api(
         }
     };
     drop(body);
+    // Over `server.park_streams_over` requests in flight (see its default).
+    if request.stream && app.metrics.in_flight() > app.config.server.park_streams_over {
+        // The answer will take long: the connection's thread need not
+        // read ahead for the client's next request meanwhile (vendored
+        // tiny_http, patch 15); the connection comes back when the answer
+        // ends, and the router's client-gone check peeks at it.
+        if let Some(req) = ex.slot.as_ref() {
+            req.park_connection();
+        }
+    }
     let mut outcome = Outcome {
         model: Some(request.model.clone()),
         ..Outcome::default()

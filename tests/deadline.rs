@@ -15,7 +15,17 @@ use support::*;
 /// `timeout` of 30 s, one failure opening a breaker, and model `m` with
 /// `request_timeout` (none when `None`).
 fn three(a: &Fake, b: &Fake, c: &Fake, request_timeout: Option<&str>) -> Proxy {
-    let mut yaml = String::from("failover:\n  max_failures: 1\n  cooldown: 600\nproviders:\n");
+    three_with(a, b, c, request_timeout, "")
+}
+
+/// `three`, with a `server:` section's lines (each `  key: value\n`).
+fn three_with(a: &Fake, b: &Fake, c: &Fake, request_timeout: Option<&str>, server: &str) -> Proxy {
+    let mut yaml = String::new();
+    if !server.is_empty() {
+        yaml.push_str("server:\n");
+        yaml.push_str(server);
+    }
+    yaml.push_str("failover:\n  max_failures: 1\n  cooldown: 600\nproviders:\n");
     for (name, f) in [("a", a), ("b", b), ("c", c)] {
         yaml.push_str(&format!(
             "  {name}:\n    type: openai\n    api_key: sk-{name}-key-000001\n    base_url: {}\n    timeout: 30\n    stream_timeout: 60\n",
@@ -272,7 +282,15 @@ fn wait_metric(p: &Proxy, series: &str, want: f64) -> String {
     }
 }
 
+/// A stream's connection parked without a thread whatever the load
+/// (tiny_http patch 15): the client leaving is seen by a peek.
+const PARKED: &str = "  park_streams_over: 0\n";
+
 fn client_leaves_mid_attempt(stream: bool) {
+    client_leaves_mid_attempt_with(stream, "");
+}
+
+fn client_leaves_mid_attempt_with(stream: bool, server: &str) {
     // a holds the request until the proxy closes the connection to it
     // (then `abandoned` opens); if the proxy never does, it would answer
     // with a failover-class 503 once `release` opens.
@@ -288,7 +306,7 @@ fn client_leaves_mid_attempt(stream: bool) {
         Box::new(Reply::error(503, "b down")),
     ));
     let c = Fake::ok("from c");
-    let p = three(&a, &b, &c, None);
+    let p = three_with(&a, &b, &c, None, server);
     let conn = send_keep_alive(&p, stream);
     a.wait_for(1);
     let left = Instant::now();
@@ -337,11 +355,18 @@ fn a_client_that_leaves_before_a_stream_commits_stops_the_failover() {
 }
 
 #[test]
+fn a_client_that_leaves_a_parked_stream_before_it_commits_stops_the_failover() {
+    // No thread reads the parked connection: only the peek can see the
+    // client leave (this fails if the peek reports nothing).
+    client_leaves_mid_attempt_with(true, PARKED);
+}
+
+#[test]
 fn a_client_that_stays_is_answered_after_a_slow_failover() {
-    // The read-ahead that notices a client leaving must not mistake a
-    // client that waits (and keeps its connection) for one that left; nor a
-    // stream's own stop of the read-ahead after commit.
-    for stream in [false, true] {
+    // The read-ahead (or, parked, the peek) that notices a client leaving
+    // must not mistake a client that waits (and keeps its connection) for
+    // one that left; nor a stream's own stop of the read-ahead after commit.
+    for (stream, server) in [(false, ""), (true, ""), (true, PARKED)] {
         let g = Gate::new();
         let a = Fake::new(Reply::After(g.clone(), Box::new(Reply::error(503, "down"))));
         let b = Fake::new(Reply::ByStream {
@@ -349,7 +374,7 @@ fn a_client_that_stays_is_answered_after_a_slow_failover() {
             stream: Box::new(Reply::chunks(&["from b"], End::Done)),
         });
         let c = Fake::ok("c");
-        let p = three(&a, &b, &c, None);
+        let p = three_with(&a, &b, &c, None, server);
         let conn = send_keep_alive(&p, stream);
         a.wait_for(1);
         g.open();

@@ -34,6 +34,20 @@ models:
     )
 }
 
+/// The `server:` flow map `base`, parking every stream's connection if
+/// `park`.
+fn server(base: &str, park: bool) -> String {
+    if !park {
+        return base.to_string();
+    }
+    let inner = base.trim_start_matches('{').trim_end_matches('}').trim();
+    if inner.is_empty() {
+        "{park_streams_over: 0}".to_string()
+    } else {
+        format!("{{{inner}, park_streams_over: 0}}")
+    }
+}
+
 fn connect(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -122,11 +136,22 @@ fn closed(r: &mut BufReader<TcpStream>) -> bool {
 
 #[test]
 fn two_streams_and_a_chat_share_one_client_connection() {
+    two_streams_and_a_chat_share_one_client_connection_with(false);
+}
+
+/// The same with the connection parked while the stream runs (tiny_http
+/// patch 15, `park_streams_over: 0`).
+#[test]
+fn two_streams_and_a_chat_share_one_client_connection_parked() {
+    two_streams_and_a_chat_share_one_client_connection_with(true);
+}
+
+fn two_streams_and_a_chat_share_one_client_connection_with(park: bool) {
     let fake = Fake::new(Reply::chunks(&["kept ", "alive"], End::Done));
     fake.push(Reply::chunks(&["one"], End::Done));
     fake.push(Reply::chunks(&["two"], End::Done));
     fake.push(Reply::completion("three"));
-    let p = Proxy::start(&config(&fake, "{}"));
+    let p = Proxy::start(&config(&fake, &server("{}", park)));
     let (mut s, mut r) = connect(p.addr);
 
     for want in ["one", "two"] {
@@ -147,13 +172,24 @@ fn two_streams_and_a_chat_share_one_client_connection() {
 
 #[test]
 fn a_stream_longer_than_client_timeout_leaves_a_usable_connection() {
+    a_stream_longer_than_client_timeout_leaves_a_usable_connection_with(false);
+}
+
+/// The same with the connection parked while the stream runs (tiny_http
+/// patch 15, `park_streams_over: 0`).
+#[test]
+fn a_stream_longer_than_client_timeout_leaves_a_usable_connection_parked() {
+    a_stream_longer_than_client_timeout_leaves_a_usable_connection_with(true);
+}
+
+fn a_stream_longer_than_client_timeout_leaves_a_usable_connection_with(park: bool) {
     // The connection's read-ahead for a next request waits out
     // client_timeout (0.5 s) more than twice while the stream is written:
     // it must keep waiting, and not close the connection after the stream.
     let gate = Gate::new();
     let fake = Fake::new(Reply::completion("after"));
     fake.push(Reply::chunks(&["slow"], End::DoneAfter(gate.clone())));
-    let p = Proxy::start(&config(&fake, "{client_timeout: 0.5}"));
+    let p = Proxy::start(&config(&fake, &server("{client_timeout: 0.5}", park)));
     let (mut s, mut r) = connect(p.addr);
 
     send_chat(&mut s, true, "");
@@ -180,10 +216,21 @@ fn a_stream_longer_than_client_timeout_leaves_a_usable_connection() {
 
 #[test]
 fn a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream() {
+    a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream_with(false);
+}
+
+/// The same with the connection parked while the stream runs (tiny_http
+/// patch 15, `park_streams_over: 0`).
+#[test]
+fn a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream_parked() {
+    a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream_with(true);
+}
+
+fn a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream_with(park: bool) {
     // Keep-alive must not keep an idle connection (and its thread) for
     // ever: client_timeout counts from the end of the last response.
     let fake = Fake::new(Reply::chunks(&["x"], End::Done));
-    let p = Proxy::start(&config(&fake, "{client_timeout: 0.5}"));
+    let p = Proxy::start(&config(&fake, &server("{client_timeout: 0.5}", park)));
     let (mut s, mut r) = connect(p.addr);
     send_chat(&mut s, true, "");
     let (head, _) = read_response(&mut r);
@@ -197,8 +244,19 @@ fn a_kept_connection_still_closes_when_idle_for_client_timeout_after_a_stream() 
 
 #[test]
 fn a_stream_to_a_client_that_asked_to_close_closes_the_connection() {
+    a_stream_to_a_client_that_asked_to_close_closes_the_connection_with(false);
+}
+
+/// The same with the connection parked while the stream runs (tiny_http
+/// patch 15, `park_streams_over: 0`).
+#[test]
+fn a_stream_to_a_client_that_asked_to_close_closes_the_connection_parked() {
+    a_stream_to_a_client_that_asked_to_close_closes_the_connection_with(true);
+}
+
+fn a_stream_to_a_client_that_asked_to_close_closes_the_connection_with(park: bool) {
     let fake = Fake::new(Reply::chunks(&["bye"], End::Done));
-    let p = Proxy::start(&config(&fake, "{}"));
+    let p = Proxy::start(&config(&fake, &server("{}", park)));
 
     // HTTP/1.1 with `Connection: close`: chunked, says close, then EOF.
     let (mut s, mut r) = connect(p.addr);

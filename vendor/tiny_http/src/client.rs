@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::refined_tcp_stream::{Deadline, Idle, Stopper};
+use crate::util::refined_tcp_stream::{Deadline, HeadWait, Idle, Stopper};
 use crate::util::RefinedTcpStream;
 use crate::Limits;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
@@ -46,6 +46,9 @@ pub struct ClientConnection {
     limits: Limits,
     head_started: bool,
     head_bytes: usize,
+    /// llm-proxy patch 15: the read-ahead stopped to park the connection
+    /// (see `refined_tcp_stream::Park`).
+    parked: bool,
 }
 
 /// llm-proxy patch: longest request line or header line accepted.
@@ -71,6 +74,8 @@ enum ReadError {
     ReadIoError(IoError),
     /// llm-proxy patch: answer with this status and message, then close.
     Refuse(u16, String),
+    /// llm-proxy patch 15: park the connection (no request read).
+    Park,
 }
 
 /// llm-proxy patch: a complete response tiny_http writes itself (an error,
@@ -116,7 +121,19 @@ impl ClientConnection {
             limits,
             head_started: false,
             head_bytes: 0,
+            parked: false,
         }
+    }
+
+    /// llm-proxy patch 15: whether the last `next` stopped to park the
+    /// connection (cleared).
+    pub(crate) fn take_parked(&mut self) -> bool {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// llm-proxy patch 15: the connection's shared state.
+    pub(crate) fn stopper(&self) -> Arc<Stopper> {
+        self.stopper.clone()
     }
 
     /// llm-proxy patch: answer `status` without reading a request and close,
@@ -169,7 +186,28 @@ impl ClientConnection {
         let mut prev_byte_was_cr = false;
 
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
+            // llm-proxy patch 15: before the first byte of a next head, with
+            // nothing buffered, wait in `poll` (a park request wakes it).
+            let byte = if request_line
+                && !self.head_started
+                && buf.is_empty()
+                && self.next_header_source.nothing_buffered()
+            {
+                let timeout = match self.deadline.get() {
+                    Some(at) => Some(at.saturating_duration_since(Instant::now())),
+                    None => self.stopper.idle_timeout_cached(),
+                };
+                match self.stopper.wait_for_head(timeout) {
+                    HeadWait::Ready => self.next_header_source.by_ref().bytes().next(),
+                    HeadWait::TimedOut => Some(Err(IoError::new(
+                        ErrorKind::TimedOut,
+                        "no next request within the timeout",
+                    ))),
+                    HeadWait::Park => return Err(ReadError::Park),
+                }
+            } else {
+                self.next_header_source.by_ref().bytes().next()
+            };
 
             let byte = match byte {
                 Some(Ok(b)) => b,
@@ -403,6 +441,10 @@ impl Iterator for ClientConnection {
                     "Only `Expect: 100-continue` is supported".to_string(),
                 )),
                 Err(ReadError::Refuse(status, message)) => Err((status, message)),
+                Err(ReadError::Park) => {
+                    self.parked = true;
+                    return None;
+                }
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     Err((408, "The request head did not arrive in time".to_string()))
                 }

@@ -95,6 +95,16 @@ impl Connection {
         }
     }
 
+    /// llm-proxy patch 15: the socket, for `poll` and a peek.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Self::Tcp(s) => s.as_fd(),
+            Self::Unix(s) => s.as_fd(),
+        }
+    }
+
     /// llm-proxy patch: for the read deadline of a request head.
     pub(crate) fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
         match self {

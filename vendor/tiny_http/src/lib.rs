@@ -401,6 +401,9 @@ impl Server {
                         let stopper = Arc::new(util::refined_tcp_stream::Stopper::new(
                             stop_handle,
                         ));
+                        // llm-proxy patch 15: where a parked connection
+                        // goes back to.
+                        stopper.set_resumer(tasks_pool.resumer());
                         let read_closable = read_closable.with_deadline(deadline.clone());
                         Ok(ClientConnection::new(
                             write_closable,
@@ -587,7 +590,7 @@ struct ConnectionTask {
 }
 
 impl util::Task for ConnectionTask {
-    fn run(mut self: Box<Self>) {
+    fn run(mut self: Box<Self>) -> util::Ended {
         // llm-proxy patch: the connection stays in its box. Moved out (it is
         // ~1 KB with its buffers' state), it sat in this frame below every
         // read of the connection, and so did the HTTPS branch's channel:
@@ -598,10 +601,22 @@ impl util::Task for ConnectionTask {
         if client.secure() {
             run_secure(client, messages);
         } else {
-            for rq in client {
+            for rq in client.by_ref() {
                 messages.push(rq.into());
             }
         }
+        // llm-proxy patch 15: the handler asked to park the connection
+        // while its response is written: the task waits in the connection's
+        // state and this thread goes back to the pool. If the response
+        // ended meanwhile, the task is queued again at once.
+        if !self.client.take_parked() {
+            return util::Ended::Closed;
+        }
+        let stopper = self.client.stopper();
+        if let Err(task) = stopper.park(self) {
+            stopper.resume_now(task);
+        }
+        util::Ended::Parked
     }
 
     fn refuse(self: Box<Self>, status: u16, message: &str) {

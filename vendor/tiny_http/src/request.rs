@@ -90,7 +90,8 @@ impl ClientWatch {
     /// when the client closes. Not noticed (always `false`) on a
     /// connection without read-ahead: after `Connection: close`, HTTP/1.0,
     /// or `stop_reading_ahead` (whose own shutdown of the read side is not
-    /// taken for the client leaving).
+    /// taken for the client leaving). (Patch 15: while the connection is
+    /// parked, a peek at the socket that does not wait.)
     pub fn gone(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.peer_gone())
     }
@@ -442,6 +443,19 @@ impl Request {
     /// request's connection.
     pub fn reading_stopped(&self) -> bool {
         self.stopper.as_ref().is_some_and(|s| s.stopped())
+    }
+
+    /// llm-proxy patch 15: the response to this request will be long (an
+    /// event stream): the connection's thread, which reads ahead for the
+    /// client's next request, stops and goes back to the pool, and the
+    /// connection is queued again for its next request when the response
+    /// ends. Until then [`ClientWatch::gone`] peeks at the socket. Linux
+    /// only; elsewhere, and on a connection that reads no next request
+    /// (`Connection: close`, HTTP/1.0), nothing changes.
+    pub fn park_connection(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.request_park();
+        }
     }
 
     /// llm-proxy patch: a handle that tells, from any thread, whether the

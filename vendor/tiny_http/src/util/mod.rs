@@ -5,7 +5,7 @@ pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
-pub use self::task_pool::{Task, TaskPool};
+pub use self::task_pool::{Ended, Resumer, Task, TaskPool};
 
 use std::str::FromStr;
 

@@ -126,6 +126,17 @@ impl Deadline {
 pub struct Stopper {
     closing: std::sync::atomic::AtomicBool,
     sock: Option<Connection>,
+    /// llm-proxy patch 15: see [`Park`].
+    park: Mutex<Park>,
+    /// llm-proxy patch 15: written to ask the connection's thread, waiting
+    /// for a next request head in `poll`, to park the connection.
+    #[cfg(target_os = "linux")]
+    wake: Option<std::os::fd::OwnedFd>,
+    /// llm-proxy patch 15: queues a parked connection's task again.
+    resumer: std::sync::OnceLock<crate::util::Resumer>,
+    /// llm-proxy patch 15: the socket's read timeout (the idle keep-alive
+    /// timeout), read once.
+    idle_timeout: std::sync::OnceLock<Option<Duration>>,
     /// llm-proxy patch: the read-ahead for a next request saw the client
     /// close (EOF) or reset the connection. See `Request::client_gone`.
     peer_gone: std::sync::atomic::AtomicBool,
@@ -133,6 +144,37 @@ pub struct Stopper {
     /// the end, and when the last one ended (see `keep_alive_until`).
     responses: std::sync::atomic::AtomicUsize,
     last_end: Mutex<Option<Instant>>,
+}
+
+/// llm-proxy patch 15: a connection parked while its request is handled.
+///
+/// A connection's thread reads ahead for the client's next request while
+/// the current one is handled (patch 12). For a request that will take
+/// long (an event stream), the handler asks it to stop and go back to the
+/// pool: `Request::park_connection`. The thread waits for a next head in
+/// `poll` on the socket and an eventfd, so a write to the eventfd wakes it;
+/// it then hands the connection's task here and leaves, and the end of the
+/// response (the writer dropped) queues the task again. The states, under
+/// one lock with the count of responses in flight:
+pub(crate) enum Park {
+    /// Nothing asked.
+    Idle,
+    /// The handler asked; the thread has not seen it yet.
+    Requested,
+    /// The thread saw it and is returning the task.
+    Parking,
+    /// The task waits here for the response to end.
+    Parked(Box<dyn crate::util::Task>),
+}
+
+/// llm-proxy patch 15: what waiting for a next request head ended with.
+pub(crate) enum HeadWait {
+    /// Bytes (or an EOF) to read.
+    Ready,
+    /// Nothing within the timeout.
+    TimedOut,
+    /// The handler asked to park the connection (see [`Park`]).
+    Park,
 }
 
 /// llm-proxy patch 12: what the read-ahead for a next request does when
@@ -154,6 +196,16 @@ impl Stopper {
     pub(crate) fn new(sock: Option<Connection>) -> Stopper {
         Stopper {
             closing: std::sync::atomic::AtomicBool::new(false),
+            park: Mutex::new(Park::Idle),
+            // A connection without one (eventfd failed: out of descriptors)
+            // is never parked.
+            #[cfg(target_os = "linux")]
+            wake: sock.as_ref().and_then(|_| {
+                use rustix::event::{eventfd, EventfdFlags};
+                eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).ok()
+            }),
+            resumer: std::sync::OnceLock::new(),
+            idle_timeout: std::sync::OnceLock::new(),
             sock,
             peer_gone: std::sync::atomic::AtomicBool::new(false),
             responses: std::sync::atomic::AtomicUsize::new(0),
@@ -169,11 +221,166 @@ impl Stopper {
     }
 
     /// llm-proxy patch 12: a response on this connection is over (its
-    /// writer was dropped).
+    /// writer was dropped). (Patch 15: a parked connection is queued again.)
     pub(crate) fn response_ended(&self, now: Instant) {
         *self.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        self.responses
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let parked = {
+            let mut park = self.park_lock();
+            self.responses
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            std::mem::replace(&mut *park, Park::Idle)
+        };
+        if let Park::Parked(task) = parked {
+            match self.resumer.get() {
+                Some(r) => r.resume(task),
+                None => drop(task),
+            }
+        }
+    }
+
+    fn park_lock(&self) -> std::sync::MutexGuard<'_, Park> {
+        self.park.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight(&self) -> bool {
+        self.responses.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// llm-proxy patch 15: where a parked connection's task is queued again.
+    pub(crate) fn set_resumer(&self, r: crate::util::Resumer) {
+        let _ = self.resumer.set(r);
+    }
+
+    /// llm-proxy patch 15: ask the connection's thread to park the
+    /// connection until the response in flight ends (see [`Park`]). Does
+    /// nothing off Linux, without an eventfd, or with no response in flight.
+    pub(crate) fn request_park(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let Some(wake) = &self.wake else { return };
+            if self.resumer.get().is_none() {
+                return;
+            }
+            let mut park = self.park_lock();
+            if matches!(*park, Park::Idle) && self.in_flight() {
+                *park = Park::Requested;
+                let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+            }
+        }
+    }
+
+    /// llm-proxy patch 15: wait up to `timeout` (`None`: for ever) for the
+    /// first byte of a next request head, or for a request to park.
+    pub(crate) fn wait_for_head(&self, timeout: Option<Duration>) -> HeadWait {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::event::{poll, PollFd, PollFlags, Timespec};
+            use std::convert::TryFrom;
+            let (Some(sock), Some(wake)) = (&self.sock, &self.wake) else {
+                return HeadWait::Ready;
+            };
+            let until = timeout.and_then(|t| Instant::now().checked_add(t));
+            loop {
+                let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+                let ts = match left.map(Timespec::try_from) {
+                    Some(Ok(ts)) => Some(ts),
+                    Some(Err(_)) | None => None,
+                };
+                let sock_fd = sock.as_fd();
+                let mut fds = [
+                    PollFd::new(&sock_fd, PollFlags::IN | PollFlags::RDHUP),
+                    PollFd::new(wake, PollFlags::IN),
+                ];
+                match poll(&mut fds, ts.as_ref()) {
+                    Ok(0) => return HeadWait::TimedOut,
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    // The read that follows reports the socket's error.
+                    Err(_) => return HeadWait::Ready,
+                }
+                if !fds[1].revents().is_empty() {
+                    let mut buf = [0u8; 8];
+                    let _ = rustix::io::read(wake, &mut buf);
+                    let mut park = self.park_lock();
+                    if matches!(*park, Park::Requested) {
+                        if self.in_flight() {
+                            *park = Park::Parking;
+                            return HeadWait::Park;
+                        }
+                        *park = Park::Idle;
+                    }
+                }
+                if !fds[0].revents().is_empty() {
+                    return HeadWait::Ready;
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = timeout;
+            HeadWait::Ready
+        }
+    }
+
+    /// llm-proxy patch 15: hand over the connection's task once its thread
+    /// saw a park request; `Err` gives it back if the response has ended
+    /// meanwhile (the thread then carries on with it).
+    pub(crate) fn park(
+        &self,
+        task: Box<dyn crate::util::Task>,
+    ) -> Result<(), Box<dyn crate::util::Task>> {
+        let mut park = self.park_lock();
+        if matches!(*park, Park::Parking) && self.in_flight() {
+            *park = Park::Parked(task);
+            Ok(())
+        } else {
+            *park = Park::Idle;
+            Err(task)
+        }
+    }
+
+    /// llm-proxy patch 15: queue a task that could not be parked (its
+    /// response ended while it was being parked).
+    pub(crate) fn resume_now(&self, task: Box<dyn crate::util::Task>) {
+        match self.resumer.get() {
+            Some(r) => r.resume(task),
+            None => drop(task),
+        }
+    }
+
+    /// llm-proxy patch 15: the idle keep-alive timeout, read once.
+    pub(crate) fn idle_timeout_cached(&self) -> Option<Duration> {
+        *self.idle_timeout.get_or_init(|| self.idle_timeout())
+    }
+
+    /// llm-proxy patch 15: whether the connection's thread has stopped
+    /// reading it to park it (so the client leaving is seen by a peek). A
+    /// request not yet seen changes nothing: the read-ahead, if any, still
+    /// runs (a connection without one, after `Connection: close`, keeps
+    /// `gone` false, as before).
+    fn parked(&self) -> bool {
+        matches!(*self.park_lock(), Park::Parking | Park::Parked(_))
+    }
+
+    /// llm-proxy patch 15: a peek at the socket, not waiting: an EOF or a
+    /// reset is the client gone; data (a next request) or nothing is not.
+    fn peek_gone(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::net::{recv, RecvFlags};
+            let Some(sock) = &self.sock else { return false };
+            let mut b = [0u8; 1];
+            return match recv(sock.as_fd(), &mut b[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => true,
+                Ok(_) => false,
+                Err(e) => matches!(
+                    e,
+                    rustix::io::Errno::CONNRESET | rustix::io::Errno::PIPE | rustix::io::Errno::NOTCONN
+                ),
+            };
+        }
+        #[allow(unreachable_code)]
+        false
     }
 
     /// llm-proxy patch 12: whether a connection whose read-ahead has waited
@@ -225,9 +432,11 @@ impl Stopper {
         }
     }
 
-    /// llm-proxy patch: see `note_peer_gone`.
+    /// llm-proxy patch: see `note_peer_gone`. (Patch 15: while the
+    /// connection is parked, a peek.)
     pub fn peer_gone(&self) -> bool {
         self.peer_gone.load(std::sync::atomic::Ordering::Acquire)
+            || (self.parked() && !self.stopped() && self.peek_gone())
     }
 }
 

@@ -218,6 +218,21 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<std::io::BufReader<R>> {
+    /// llm-proxy patch 15: whether the buffer holds no byte of input (once
+    /// it is this reader's turn, which this waits for, as a read would).
+    pub fn nothing_buffered(&mut self) -> bool {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            let reader = recv.recv().unwrap();
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref reader) => reader.buffer().is_empty(),
+            _ => true,
+        }
+    }
+}
+
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         if let Some(v) = self.trigger.as_mut() {

@@ -9,8 +9,17 @@ use std::time::Duration;
 /// llm-proxy patch: the work the pool runs (a client connection), and what
 /// to do with it when it cannot run (answer and close without a thread).
 pub trait Task: Send {
-    fn run(self: Box<Self>);
+    fn run(self: Box<Self>) -> Ended;
     fn refuse(self: Box<Self>, status: u16, message: &str);
+}
+
+/// llm-proxy patch 15: how a task's run ended.
+pub enum Ended {
+    /// The connection is closed: it no longer counts as open.
+    Closed,
+    /// The connection is parked (`Request::park_connection`): still open
+    /// and counted, it comes back through a [`Resumer`].
+    Parked,
 }
 
 /// Manages a collection of threads.
@@ -149,11 +158,55 @@ impl TaskPool {
         }
     }
 
+    /// llm-proxy patch 15: a handle that queues a parked connection's task
+    /// again, from any thread.
+    pub fn resumer(&self) -> Resumer {
+        Resumer {
+            sharing: self.sharing.clone(),
+            stack_size: self.stack_size,
+        }
+    }
+
     fn add_thread(&self) -> io::Result<()> {
-        let sharing = self.sharing.clone();
+        add_thread(&self.sharing, self.stack_size)
+    }
+}
+
+/// llm-proxy patch 15: see [`TaskPool::resumer`].
+#[derive(Clone)]
+pub struct Resumer {
+    sharing: Arc<Sharing>,
+    stack_size: usize,
+}
+
+impl Resumer {
+    /// Run a parked connection's task again. It is already admitted (it
+    /// stayed counted while parked); if no thread can be started for it,
+    /// it is dropped, which closes the connection.
+    pub fn resume(&self, code: Box<dyn Task>) {
+        let mut queue = self.sharing.todo();
+        queue.push_back(code);
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
+            if let Err(e) = add_thread(&self.sharing, self.stack_size) {
+                let code = queue.pop_back().expect("the task just queued");
+                drop(queue);
+                self.sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                log::error!("cannot start a thread for a kept connection, closing it: {}", e);
+                drop(code);
+            }
+        } else {
+            self.sharing.condvar.notify_one();
+        }
+    }
+}
+
+/// Start a pool thread; it takes tasks from the queue until it retires.
+fn add_thread(sharing: &Arc<Sharing>, stack_size: usize) -> io::Result<()> {
+    {
+        let sharing = sharing.clone();
         let mut builder = thread::Builder::new().name("connection".into());
-        if self.stack_size > 0 {
-            builder = builder.stack_size(self.stack_size);
+        if stack_size > 0 {
+            builder = builder.stack_size(stack_size);
         }
         builder.spawn(move || {
             let sharing = sharing;
@@ -198,8 +251,10 @@ impl TaskPool {
                 };
 
                 // A panic in one connection ends that connection only.
-                let _ = catch_unwind(AssertUnwindSafe(|| task.run()));
-                sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                let ended = catch_unwind(AssertUnwindSafe(|| task.run()));
+                if !matches!(ended, Ok(Ended::Parked)) {
+                    sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
         Ok(())
