@@ -85,8 +85,9 @@ def status(pid):
 MAP_RE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
 
 
-def smaps(pid):
-    """RSS in kB by kind of mapping."""
+def mappings(pid):
+    """The process's mappings from /proc/PID/smaps: dicts of start, end,
+    perm, name and rss (kB), in address order."""
     maps = []
     cur = None
     with open(f"/proc/{pid}/smaps") as f:
@@ -103,6 +104,29 @@ def smaps(pid):
                 maps.append(cur)
             elif line.startswith("Rss:") and cur is not None:
                 cur["rss"] = int(line.split()[1])
+    return maps
+
+
+def is_thread_stack(maps, i):
+    """Whether mapping `i` is a thread stack: anonymous, right above a guard
+    page (a `---` mapping of at most 64 KiB)."""
+    prev = maps[i - 1] if i > 0 else None
+    return bool(prev and prev["perm"].startswith("---") and prev["end"] == maps[i]["start"]
+                and prev["end"] - prev["start"] <= 64 * 1024)
+
+
+def request_bytes(body=None):
+    """One streaming chat request, as the load's clients send it."""
+    body = BODY if body is None else body
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def smaps(pid):
+    """RSS in kB by kind of mapping."""
+    maps = mappings(pid)
     kinds = {}
     counts = {}
 
@@ -123,11 +147,9 @@ def smaps(pid):
         elif name.startswith("["):
             add("other (" + name + ")", m["rss"])
         else:
-            prev = maps[i - 1] if i > 0 else None
             nxt = maps[i + 1] if i + 1 < len(maps) else None
             size = m["end"] - m["start"]
-            if prev and prev["perm"].startswith("---") and prev["end"] == m["start"] \
-                    and prev["end"] - prev["start"] <= 64 * 1024:
+            if is_thread_stack(maps, i):
                 add(f"thread stacks ({size // 1024} KiB each)", m["rss"])
             elif nxt and nxt["perm"].startswith("---") and nxt["start"] == m["end"] \
                     and size + (nxt["end"] - nxt["start"]) == 64 * 1024 * 1024:
@@ -167,10 +189,7 @@ def load(port, clients, total, pid, budget_s, keep_alive=False):
     With `keep_alive`, a client sends its next request on the same
     connection once a stream has ended well (as `oha` does)."""
     sel = selectors.DefaultSelector()
-    req = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
-    )
+    req = request_bytes()
     started = ok = errors = 0
     open_ = 0
     peak_rss = peak_threads = 0
@@ -286,10 +305,7 @@ def load_oha(oha, port, clients, total, pid, budget_s):
 def waiting_heads(port, clients, heads_ms, pid):
     """`clients` streaming requests at once; status and smaps while every
     one of them waits for the mock's response head."""
-    req = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
-    )
+    req = request_bytes()
     socks = []
     try:
         for _ in range(clients):

@@ -19,9 +19,7 @@ any is more than one page over it. Loopback only; stops what it starts.
 """
 
 import argparse
-import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -29,56 +27,18 @@ import sys
 import tempfile
 import time
 
-CONFIG = """\
-server: {{host: 127.0.0.1, port: {port}}}
-providers:
-  slow: {{type: openai, base_url: 'http://127.0.0.1:{mock}/v1', api_key: stack-check-key}}
-models:
-  slow:
-    providers:
-      slow: {{priority: 0, model_id: mock-model}}
-"""
-
-BODY = json.dumps(
-    {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-).encode()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_listening(port):
-    end = time.time() + 10
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit(f"nothing listening on {port}")
+from mem1000 import CONFIG, free_port, is_thread_stack, mappings, request_bytes, wait_listening
 
 
 def stacks(pid):
-    """Resident kB of each thread stack mapping, by mapping size in KiB."""
-    maps, cur = [], None
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
-            if m:
-                cur = [int(m.group(1), 16), int(m.group(2), 16), m.group(3), 0]
-                maps.append(cur)
-            elif line.startswith("Rss:") and cur is not None:
-                cur[3] = int(line.split()[1])
+    """Resident kB of each thread stack mapping, by mapping size in KiB
+    (the 256 and 512 KiB ones)."""
+    maps = mappings(pid)
     out = {}
-    for i, (a, b, perm, rss) in enumerate(maps):
-        guarded = i > 0 and maps[i - 1][2].startswith("---") and maps[i - 1][1] == a
-        if perm.startswith("rw") and guarded and (b - a) // 1024 in (256, 512):
-            out.setdefault((b - a) // 1024, []).append(rss)
+    for i, m in enumerate(maps):
+        size = (m["end"] - m["start"]) // 1024
+        if m["perm"].startswith("rw") and is_thread_stack(maps, i) and size in (256, 512):
+            out.setdefault(size, []).append(m["rss"])
     return out
 
 
@@ -114,14 +74,12 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_listening(mock_port)
         with open(cfg, "w") as f:
-            f.write(CONFIG.format(port=port, mock=mock_port))
+            f.write(CONFIG.format(port=port, slow=mock_port))
         proxy = subprocess.Popen([a.proxy, "--config", cfg],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proxy)
         wait_listening(port)
-        req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-               b"Content-Type: application/json\r\nContent-Length: "
-               + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+        req = request_bytes()
         for _ in range(a.streams):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             s.sendall(req)
