@@ -195,7 +195,7 @@ impl ClientConnection {
             {
                 let timeout = match self.deadline.get() {
                     Some(at) => Some(at.saturating_duration_since(Instant::now())),
-                    None => self.stopper.idle_timeout_cached(),
+                    None => self.stopper.idle_timeout(),
                 };
                 match self.stopper.wait_for_head(timeout) {
                     HeadWait::Ready => self.next_header_source.by_ref().bytes().next(),

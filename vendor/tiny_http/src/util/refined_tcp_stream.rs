@@ -134,8 +134,7 @@ pub struct Stopper {
     wake: Option<std::os::fd::OwnedFd>,
     /// llm-proxy patch 15: queues a parked connection's task again.
     resumer: std::sync::OnceLock<crate::util::Resumer>,
-    /// llm-proxy patch 15: the socket's read timeout (the idle keep-alive
-    /// timeout), read once.
+    /// llm-proxy patch 15: `idle_timeout`, read once.
     idle_timeout: std::sync::OnceLock<Option<Duration>>,
     /// llm-proxy patch: the read-ahead for a next request saw the client
     /// close (EOF) or reset the connection. See `Request::client_gone`.
@@ -231,10 +230,7 @@ impl Stopper {
             std::mem::replace(&mut *park, Park::Idle)
         };
         if let Park::Parked(task) = parked {
-            match self.resumer.get() {
-                Some(r) => r.resume(task),
-                None => drop(task),
-            }
+            self.resume_now(task);
         }
     }
 
@@ -339,18 +335,13 @@ impl Stopper {
         }
     }
 
-    /// llm-proxy patch 15: queue a task that could not be parked (its
-    /// response ended while it was being parked).
+    /// llm-proxy patch 15: queue a parked task again (or one that could not
+    /// be parked: its response ended while it was being parked).
     pub(crate) fn resume_now(&self, task: Box<dyn crate::util::Task>) {
         match self.resumer.get() {
             Some(r) => r.resume(task),
             None => drop(task),
         }
-    }
-
-    /// llm-proxy patch 15: the idle keep-alive timeout, read once.
-    pub(crate) fn idle_timeout_cached(&self) -> Option<Duration> {
-        *self.idle_timeout.get_or_init(|| self.idle_timeout())
     }
 
     /// llm-proxy patch 15: whether the connection's thread has stopped
@@ -397,9 +388,14 @@ impl Stopper {
     }
 
     /// llm-proxy patch 12: the idle keep-alive timeout, the socket's own
-    /// read timeout (`None`: none, or not known).
+    /// read timeout (`None`: none, or not known). (Patch 15: read once, at
+    /// the connection's first wait for a request head, before any deadline
+    /// read has changed the socket's timeout: one system call per
+    /// connection, not one per wait.)
     pub(crate) fn idle_timeout(&self) -> Option<Duration> {
-        self.sock.as_ref().and_then(|s| s.read_timeout().ok().flatten())
+        *self
+            .idle_timeout
+            .get_or_init(|| self.sock.as_ref().and_then(|s| s.read_timeout().ok().flatten()))
     }
 
     pub fn stop(&self) {

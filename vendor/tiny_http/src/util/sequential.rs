@@ -202,17 +202,21 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
 
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let reader = match self.inner {
-            SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
-        };
+        self.turn().read(buf)
+    }
+}
 
-        // llm-proxy patch 14: the turn is taken (and the hand-off freed)
-        // before the read, which may wait a long time for a next request.
-        self.inner = SequentialReaderInner::MyTurn(reader);
+impl<R: Read + Send> SequentialReader<R> {
+    /// The reader, once it is this one's turn (waiting for it if need be).
+    /// llm-proxy patch 14: the turn is taken (and the hand-off freed) before
+    /// the reader is used: a read may wait a long time for a next request.
+    fn turn(&mut self) -> &mut R {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            let reader = recv.recv().unwrap();
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
         match self.inner {
-            SequentialReaderInner::MyTurn(ref mut reader) => reader.read(buf),
+            SequentialReaderInner::MyTurn(ref mut reader) => reader,
             _ => unreachable!(),
         }
     }
@@ -222,14 +226,7 @@ impl<R: Read + Send> SequentialReader<std::io::BufReader<R>> {
     /// llm-proxy patch 15: whether the buffer holds no byte of input (once
     /// it is this reader's turn, which this waits for, as a read would).
     pub fn nothing_buffered(&mut self) -> bool {
-        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
-            let reader = recv.recv().unwrap();
-            self.inner = SequentialReaderInner::MyTurn(reader);
-        }
-        match self.inner {
-            SequentialReaderInner::MyTurn(ref reader) => reader.buffer().is_empty(),
-            _ => true,
-        }
+        self.turn().buffer().is_empty()
     }
 }
 

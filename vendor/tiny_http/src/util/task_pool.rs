@@ -132,29 +132,9 @@ impl TaskPool {
             return;
         }
         self.sharing.admitted.fetch_add(1, Ordering::AcqRel);
-        let mut queue = self.sharing.todo();
-        queue.push_back(code);
-
-        // llm-proxy patch: a thread that was notified but has not woken yet
-        // still counts as waiting, so `waiting_tasks == 0` let two quick
-        // connections share one waiting thread; the second then sat in the
-        // queue until some other connection closed, which with keep-alive
-        // clients could be never (measured: 64 clients served by ~8 threads;
-        // upstream requests to the mock stalled 60 s). Start a thread unless
-        // there are more waiting threads than queued tasks.
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
-            // The new thread takes a task from the queue (this one, or an
-            // earlier one if a waiting thread takes this one first).
-            if let Err(e) = self.add_thread() {
-                // Nothing can have taken it: the lock is held.
-                let code = queue.pop_back().expect("the task just queued");
-                drop(queue);
-                self.sharing.admitted.fetch_sub(1, Ordering::AcqRel);
-                log::error!("cannot start a thread for a new connection, refusing it: {}", e);
-                code.refuse(503, "The server cannot take more connections now; retry shortly");
-            }
-        } else {
-            self.sharing.condvar.notify_one();
+        if let Err((code, e)) = enqueue(&self.sharing, self.stack_size, code) {
+            log::error!("cannot start a thread for a new connection, refusing it: {}", e);
+            code.refuse(503, "The server cannot take more connections now; retry shortly");
         }
     }
 
@@ -184,20 +164,45 @@ impl Resumer {
     /// stayed counted while parked); if no thread can be started for it,
     /// it is dropped, which closes the connection.
     pub fn resume(&self, code: Box<dyn Task>) {
-        let mut queue = self.sharing.todo();
-        queue.push_back(code);
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
-            if let Err(e) = add_thread(&self.sharing, self.stack_size) {
-                let code = queue.pop_back().expect("the task just queued");
-                drop(queue);
-                self.sharing.admitted.fetch_sub(1, Ordering::AcqRel);
-                log::error!("cannot start a thread for a kept connection, closing it: {}", e);
-                drop(code);
-            }
-        } else {
-            self.sharing.condvar.notify_one();
+        if let Err((code, e)) = enqueue(&self.sharing, self.stack_size, code) {
+            log::error!("cannot start a thread for a kept connection, closing it: {}", e);
+            drop(code);
         }
     }
+}
+
+/// Queue an admitted task for a pool thread, starting one if none is free.
+/// If none can be started, the task is taken back, no longer admitted, and
+/// returned with the error.
+fn enqueue(
+    sharing: &Arc<Sharing>,
+    stack_size: usize,
+    code: Box<dyn Task>,
+) -> Result<(), (Box<dyn Task>, io::Error)> {
+    let mut queue = sharing.todo();
+    queue.push_back(code);
+
+    // llm-proxy patch: a thread that was notified but has not woken yet
+    // still counts as waiting, so `waiting_tasks == 0` let two quick
+    // connections share one waiting thread; the second then sat in the
+    // queue until some other connection closed, which with keep-alive
+    // clients could be never (measured: 64 clients served by ~8 threads;
+    // upstream requests to the mock stalled 60 s). Start a thread unless
+    // there are more waiting threads than queued tasks.
+    if sharing.waiting_tasks.load(Ordering::Acquire) < queue.len() {
+        // The new thread takes a task from the queue (this one, or an
+        // earlier one if a waiting thread takes this one first).
+        if let Err(e) = add_thread(sharing, stack_size) {
+            // Nothing can have taken it: the lock is held.
+            let code = queue.pop_back().expect("the task just queued");
+            drop(queue);
+            sharing.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err((code, e));
+        }
+    } else {
+        sharing.condvar.notify_one();
+    }
+    Ok(())
 }
 
 /// Start a pool thread; it takes tasks from the queue until it retires.
